@@ -1,0 +1,129 @@
+"""Pure training functions: optimizer, train state, loss, one jitted train step and eval step.
+
+Nothing here does I/O or keeps global state; randomness comes in as keys. A batch is a dict
+with "image" uint8 (B, 28, 28, 1) and "label" int32 (B,); eval batches also carry "mask"
+float32 (B,) marking the real (not padding) rows.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+
+from mnist_jax.config import Config, TrainConfig
+from mnist_jax.models import create_model, init_params
+
+
+def scale_images(images: jax.Array) -> jax.Array:
+    """Maps uint8 pixels (..., 28, 28, 1) to float32 in [0, 1]."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def steps_per_epoch(config: Config) -> int:
+    """Returns the number of full training batches in one epoch (the last partial one is dropped)."""
+    return config.data.train_images // config.train.batch_size
+
+
+def learning_rate_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
+    """Returns step -> learning rate for the configured schedule over `total_steps`."""
+    if config.schedule == "onecycle":
+        return optax.cosine_onecycle_schedule(total_steps, config.learning_rate, pct_start=0.25)
+    if config.schedule == "cosine":
+        warmup = max(1, total_steps // 20)
+        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total_steps, warmup + 1))
+    return optax.constant_schedule(config.learning_rate)
+
+
+def create_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Returns the configured optax optimizer with its learning-rate schedule."""
+    schedule = learning_rate_schedule(config, total_steps)
+    if config.optimizer == "sgd":
+        return optax.chain(
+            optax.add_decayed_weights(config.weight_decay),
+            optax.sgd(schedule, momentum=config.momentum, nesterov=True),
+        )
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+
+
+def create_train_state(config: Config, rng: jax.Array) -> TrainState:
+    """Returns a fresh TrainState (step 0, initialised params, optimizer state) for `config`."""
+    model = create_model(config.model)
+    total_steps = config.train.epochs * steps_per_epoch(config)
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params=init_params(model, rng),
+        tx=create_optimizer(config.train, total_steps),
+    )
+    return state.replace(step=jnp.zeros((), jnp.int32))  # an array, not a Python int: one trace for every step
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Returns the per-example softmax cross-entropy (B,) of logits (B, 10) and int labels (B,)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+    """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"}.
+
+    Dropout's key is `fold_in(rng, state.step)`, so a run is a function of its seed. The
+    input state is donated: do not use it after the call.
+    """
+    dropout_rng = jax.random.fold_in(rng, state.step)
+    images = scale_images(batch["image"])
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
+        return cross_entropy_loss(logits, batch["label"]).mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
+
+
+@jax.jit
+def eval_step(state: TrainState, batch: dict) -> dict:
+    """Returns sums over the real rows of `batch`: {"loss", "correct", "count"} (scalars)."""
+    logits = state.apply_fn({"params": state.params}, scale_images(batch["image"]), train=False)
+    mask = batch["mask"]
+    return {
+        "loss": jnp.sum(cross_entropy_loss(logits, batch["label"]) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Returns mean {"loss", "accuracy"} over all images (N, 28, 28, 1), in fixed-size batches.
+
+    The last batch is padded (and masked) so `eval_step` compiles once.
+    """
+    totals = None
+    for batch in padded_batches(images, batch_size, labels=labels):
+        sums = eval_step(state, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    return {"loss": float(totals["loss"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
+
+
+def padded_batches(images: np.ndarray, batch_size: int, labels: np.ndarray | None = None):
+    """Yields dicts of "image", "mask" (and "label") with exactly `batch_size` rows each.
+
+    The last batch is zero-padded; "mask" is 1.0 for real rows and 0.0 for padding.
+    """
+    for start in range(0, len(images), batch_size):
+        count = min(batch_size, len(images) - start)
+        pad = batch_size - count
+        batch = {
+            "image": np.pad(images[start : start + count], ((0, pad), (0, 0), (0, 0), (0, 0))),
+            "mask": np.arange(batch_size) < count,
+        }
+        batch["mask"] = batch["mask"].astype(np.float32)
+        if labels is not None:
+            batch["label"] = np.pad(labels[start : start + count], (0, pad))
+        yield batch

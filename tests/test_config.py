@@ -1,0 +1,88 @@
+"""Configs are frozen, round-trip through JSON, and reject bad fields before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from conftest import run_tool
+from mnist_jax import config as config_lib
+from mnist_jax.errors import UserError
+
+
+@pytest.mark.parametrize("name", sorted(config_lib.PRESETS))
+def test_every_preset_round_trips_through_json(name):
+    preset = config_lib.get_preset(name)
+    assert config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(preset)))) == preset
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config_lib.get_preset("default").train.epochs = 3
+
+
+def test_command_line_strings_override_every_kind_of_field():
+    config = config_lib.override(config_lib.get_preset("default"), {
+        "train.epochs": "3", "train.learning_rate": "1e-3", "model.conv_features": "16,32,64",
+        "model.kernel_sizes": "3,3,3", "model.dense_features": "", "model.pool": "max", "data.train_size": "none",
+    })
+    assert config.train.epochs == 3 and config.train.learning_rate == 1e-3
+    assert config.model.conv_features == (16, 32, 64) and config.model.dense_features == ()
+    assert config.model.pool == "max" and config.data.train_size is None
+    assert config_lib.override(config, {"data.train_size": "500"}).data.train_size == 500
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ({"train.epochz": "1"}, "unknown config field train.epochz; known fields: train.epochs"),
+    ({"optim.lr": "1"}, "unknown config section 'optim'"),
+    ({"train.epochs": "1.5"}, "invalid train.epochs=1.5: must be an integer"),
+    ({"train.learning_rate": "fast"}, "invalid train.learning_rate=fast: must be a number"),
+    ({"train.learning_rate": "0"}, "invalid train.learning_rate=0.0: must be greater than 0"),
+    ({"model.dropout": "1"}, "invalid model.dropout=1.0: must be in [0, 1)"),
+    ({"model.kernel_sizes": "3"}, "invalid model.kernel_sizes=3: must be one size per conv layer"),
+    ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
+    ({"data.validation_size": "60000"}, "invalid data.validation_size=60000: must be between 1 and 59999"),
+])
+def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
+    with pytest.raises(UserError) as error:
+        config_lib.override(config_lib.get_preset("default"), assignment)
+    assert str(error.value).startswith(message)
+
+
+def test_json_values_of_the_wrong_type_are_rejected():
+    with pytest.raises(UserError, match="invalid train.epochs=True: must be an integer"):
+        config_lib.from_dict({"train": {"epochs": True}})
+    with pytest.raises(UserError, match="invalid model.conv_features=32: must be a list of integers"):
+        config_lib.from_dict({"model": {"conv_features": "32"}})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, tiny"),
+    (["--train.batch_size", "0"], "error: invalid train.batch_size=0: must be between 1 and the 55000 training images"),
+])
+def test_train_cli_rejects_bad_config_in_one_line_before_loading_anything(tmp_path, args, message):
+    result = run_tool("train", *args, "--data-dir", str(tmp_path), "--data-source", "prepared",
+                      "--workdir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_cli_rejects_an_unknown_flag(tmp_path):
+    result = run_tool("train", "--train.epochz", "3")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --train.epochz 3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_train_cli_reads_a_config_file_and_reports_a_broken_one(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = run_tool("train", "--config", str(broken))
+    assert result.returncode == 2 and result.stderr.startswith(f"error: cannot read config file {broken}")
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"train": {"warmup": 3}}))
+    result = run_tool("train", "--config", str(unknown))
+    assert result.returncode == 2 and "unknown config field train.warmup" in result.stderr

@@ -1,0 +1,49 @@
+"""The CNN has the shapes and the exact parameter count its config promises."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax import config as config_lib
+from mnist_jax.models import create_model, init_params
+
+
+def count(params) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
+def test_default_preset_has_the_exact_parameter_count():
+    params = init_params(create_model(config_lib.get_preset("default").model), jax.random.key(0))
+    conv1 = 5 * 5 * 1 * 32 + 32
+    conv2 = 3 * 3 * 32 * 64 + 64
+    dense = (7 * 7 * 64) * 256 + 256  # two 2x2 pools: 28 -> 14 -> 7
+    logits = 256 * 10 + 10
+    assert count(params) == conv1 + conv2 + dense + logits == 824_970
+    assert params["Conv_0"]["kernel"].shape == (5, 5, 1, 32)
+    assert params["Dense_1"]["kernel"].shape == (256, 10)
+
+
+def test_output_is_logits_for_ten_classes_and_dropout_only_in_training():
+    model = create_model(config_lib.get_preset("default").model)
+    params = init_params(model, jax.random.key(0))
+    images = jax.random.uniform(jax.random.key(1), (5, 28, 28, 1))
+    logits = model.apply({"params": params}, images)
+    assert logits.shape == (5, 10) and logits.dtype == jnp.float32
+    np.testing.assert_array_equal(logits, model.apply({"params": params}, images, train=False))
+    train_a = model.apply({"params": params}, images, train=True, rngs={"dropout": jax.random.key(2)})
+    train_b = model.apply({"params": params}, images, train=True, rngs={"dropout": jax.random.key(3)})
+    assert not np.allclose(train_a, train_b)
+
+
+def test_architecture_follows_the_config():
+    config = config_lib.override(config_lib.get_preset("default"), {
+        "model.conv_features": "4,8,16", "model.kernel_sizes": "3,3,3", "model.pool": "max",
+        "model.dense_features": "32,16",
+    })
+    params = init_params(create_model(config.model), jax.random.key(0))
+    assert sorted(params) == ["Conv_0", "Conv_1", "Conv_2", "Dense_0", "Dense_1", "Dense_2"]
+    assert params["Dense_0"]["kernel"].shape == (3 * 3 * 16, 32)  # 28 -> 14 -> 7 -> 3
+    no_pool = config_lib.override(config, {"model.pool": "none"})
+    assert init_params(create_model(no_pool.model), jax.random.key(0))["Dense_0"]["kernel"].shape == (28 * 28 * 16, 32)
