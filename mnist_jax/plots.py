@@ -1,0 +1,38 @@
+"""Matplotlib figures of a run's history (no pyplot: safe in threads and without a display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+CURVES = {
+    "accuracy": ("train_accuracy", "val_accuracy", "Accuracy"),
+    "loss": ("train_loss", "val_loss", "Cross-entropy loss"),
+}
+
+
+def plot_history(history: list[dict], directory: Path) -> list[Path]:
+    """Writes accuracy.png and loss.png (training vs validation per epoch); returns their paths.
+
+    history: one dict per epoch with "epoch" and the keys named in CURVES.
+    """
+    paths = []
+    epochs = [record["epoch"] for record in history]
+    for name, (train_key, val_key, ylabel) in CURVES.items():
+        figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+        axes = figure.subplots()
+        axes.plot(epochs, [r[train_key] for r in history], "o-", label="training")
+        axes.plot(epochs, [r[val_key] for r in history], "s-", label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(ylabel)
+        axes.set_title(f"{ylabel}: training vs validation")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        if name == "accuracy":
+            axes.yaxis.set_major_formatter(lambda value, _: f"{100 * value:.1f}%")
+        axes.grid(alpha=0.3)
+        axes.legend()
+        path = Path(directory) / f"{name}.png"
+        figure.savefig(path)
+        paths.append(path)
+    return paths

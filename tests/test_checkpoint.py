@@ -1,0 +1,100 @@
+"""Orbax checkpoints: the config travels with the state, retention keeps latest and best,
+and a checkpoint restores in another process and on another device count."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from mnist_jax import checkpoint, config as config_lib
+from mnist_jax.errors import UserError
+from mnist_jax.predict import predict
+from mnist_jax.train import create_train_state, evaluate
+
+TINY = config_lib.get_preset("tiny")
+
+
+def run_python(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_manager_keeps_the_latest_steps_and_the_best_by_validation_accuracy(tmp_path):
+    state = create_train_state(TINY, jax.random.key(0))
+    manager = checkpoint.open_manager(tmp_path, keep=2)
+    for step, accuracy in zip((10, 20, 30, 40, 50), (0.90, 0.97, 0.93, 0.92, 0.91)):
+        checkpoint.save(manager, state.replace(step=jnp.int32(step)), TINY, {"val_accuracy": accuracy})
+    manager.wait_until_finished()
+    manager.close()
+    assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [20, 40, 50]
+    assert checkpoint.restore(tmp_path, "best").step == 20
+    latest = checkpoint.restore(tmp_path, "latest")
+    assert latest.step == 50 and latest.config == TINY
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(latest.state.params), jax.device_get(state.params))
+    assert checkpoint.restore(tmp_path / "40").step == 40  # a step directory alone is enough
+
+
+def test_restore_in_a_new_process_gives_identical_predictions(trained_run, mnist, tmp_path):
+    images = mnist.test_images[:300]
+    np.save(tmp_path / "images.npy", images)
+    run_python(f"""
+        import numpy as np
+        from mnist_jax import checkpoint
+        from mnist_jax.predict import predict
+        state = checkpoint.restore({str(trained_run.path)!r}).state
+        np.save({str(tmp_path / 'probs.npy')!r}, predict(state, np.load({str(tmp_path / 'images.npy')!r})))
+    """)
+    here = predict(checkpoint.restore(trained_run.path).state, images)
+    np.testing.assert_array_equal(np.load(tmp_path / "probs.npy"), here)
+    assert np.mean(here.argmax(1) == mnist.test_labels[:300]) > 0.9
+
+
+def test_a_checkpoint_written_on_two_devices_restores_on_one(tmp_path):
+    assert jax.device_count() == 1
+    run_python(f"""
+        import jax
+        from jax.sharding import NamedSharding, PartitionSpec
+        from mnist_jax import checkpoint, config
+        from mnist_jax.train import create_train_state
+        assert jax.device_count() == 2
+        tiny = config.get_preset("tiny")
+        mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+        state = jax.device_put(create_train_state(tiny, jax.random.key(0)), NamedSharding(mesh, PartitionSpec()))
+        manager = checkpoint.open_manager({str(tmp_path)!r})
+        checkpoint.save(manager, state, tiny, {{"val_accuracy": 0.5}})
+        manager.wait_until_finished()
+        manager.close()
+    """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    restored = checkpoint.restore(tmp_path, "latest")
+    expected = create_train_state(TINY, jax.random.key(0))
+    assert restored.state.params["Conv_0"]["kernel"].sharding.device_set == {jax.devices()[0]}
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.state.params), jax.device_get(expected.params))
+
+
+def test_the_reported_test_accuracy_is_the_best_checkpoints(trained_run, mnist):
+    summary = json.loads((trained_run.path / "summary.json").read_text())
+    restored = checkpoint.restore(trained_run.path, "best")
+    result = evaluate(restored.state, mnist.test_images, mnist.test_labels.astype(np.int32), 1000)
+    assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-7)
+    assert restored.step == summary["best_step"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing", "does not exist; train one with bin/train"),
+    (lambda tmp: tmp, "holds no checkpoints"),
+])
+def test_restore_from_a_wrong_path_says_what_to_do(tmp_path, make, message):
+    with pytest.raises(UserError, match=message):
+        checkpoint.restore(make(tmp_path))
