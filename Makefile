@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test data clean
+.PHONY: setup train test data docs clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ train: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The README's figures: the plots of a finished run (default: the newest).
+RUN ?= runs/latest
+docs:
+	cp $(RUN)/accuracy.png $(RUN)/loss.png docs/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

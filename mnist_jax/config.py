@@ -43,7 +43,7 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 8
-    batch_size: int = 128
+    batch_size: int = 64
     optimizer: str = "adamw"  # adamw | sgd (with Nesterov momentum)
     learning_rate: float = 3e-3  # peak learning rate
     schedule: str = "onecycle"  # onecycle | cosine | constant

@@ -22,7 +22,7 @@ def plot_history(history: list[dict], directory: Path) -> list[Path]:
     for name, (train_key, val_key, ylabel) in CURVES.items():
         figure = Figure(figsize=(6, 4), dpi=100, layout="constrained")
         axes = figure.subplots()
-        axes.plot(epochs, [r[train_key] for r in history], "o-", label="training")
+        axes.plot(epochs, [r[train_key] for r in history], "o-", label="training (mean over the epoch)")
         axes.plot(epochs, [r[val_key] for r in history], "s-", label="validation")
         axes.set_xlabel("epoch")
         axes.set_ylabel(ylabel)
