@@ -8,13 +8,15 @@ arrays are cached beside it, keyed by a hash of the record files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -75,7 +77,7 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }
 
     def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
-        for index, (image, label) in enumerate(zip(images, labels)):
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             png = io.BytesIO()
             Image.fromarray(image[:, :, 0]).save(png, format="PNG")  # PNG bytes: no TensorFlow needed
             yield index, {"image": png.getvalue(), "label": int(label)}
@@ -200,7 +202,8 @@ def _write_prepared(arrays: MnistArrays, data_dir: Path) -> None:
     target = prepared_dir(data_dir)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".mnist-prepare-") as staging:
         tfds.disable_progress_bar()
-        MnistBuilder(arrays=arrays, data_dir=staging).download_and_prepare(file_format="array_record")
+        with contextlib.redirect_stdout(io.StringIO()):  # tfds prints the staging path; `prepare` logs instead
+            MnistBuilder(arrays=arrays, data_dir=staging).download_and_prepare(file_format="array_record")
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
@@ -258,6 +261,7 @@ def _decode_tfds(data_dir: Path, hint: str) -> MnistArrays:
                 np.stack([r["image"] for r in records]).astype(np.uint8),
                 np.array([r["label"] for r in records], dtype=np.int64),
             )
-    except Exception as error:  # tfds raises many types for damaged files
-        raise UserError(f"cannot read prepared MNIST in {prepared_dir(data_dir)} ({type(error).__name__}); {hint}") from None
+    except Exception as error:  # tfds and array_record raise many types for damaged files
+        directory = prepared_dir(data_dir)
+        raise UserError(f"cannot read prepared MNIST in {directory} ({type(error).__name__}); {hint}") from None
     return MnistArrays(*decoded["train"], *decoded["test"])

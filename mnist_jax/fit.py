@@ -10,7 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -69,8 +69,9 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
                 metrics_file.write(json.dumps(record) + "\n")
             plot_history(history, workdir)
             checkpoint.save(manager, state, config, {"val_accuracy": val["accuracy"], "val_loss": val["loss"]})
-            log(f"epoch {epoch}/{config.train.epochs}  train loss {record['train_loss']:.4f} "
-                f"acc {100 * record['train_accuracy']:.2f}%  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
+            log(f"epoch {epoch}/{config.train.epochs}  "
+                f"train loss {record['train_loss']:.4f} acc {100 * record['train_accuracy']:.2f}%  "
+                f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
                 f"{record['images_per_second']:,.0f} img/s")
         manager.wait_until_finished()
     finally:

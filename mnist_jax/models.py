@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -29,7 +29,7 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
         x = images
-        for features, size in zip(self.conv_features, self.kernel_sizes):
+        for features, size in zip(self.conv_features, self.kernel_sizes, strict=True):
             x = nn.relu(nn.Conv(features, (size, size))(x))
             if self.pool == "avg":
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))

@@ -34,7 +34,7 @@ def run_python(code: str, env_extra: dict | None = None) -> subprocess.Completed
 def test_manager_keeps_the_latest_steps_and_the_best_by_validation_accuracy(tmp_path):
     state = create_train_state(TINY, jax.random.key(0))
     manager = checkpoint.open_manager(tmp_path, keep=2)
-    for step, accuracy in zip((10, 20, 30, 40, 50), (0.90, 0.97, 0.93, 0.92, 0.91)):
+    for step, accuracy in zip((10, 20, 30, 40, 50), (0.90, 0.97, 0.93, 0.92, 0.91), strict=True):
         checkpoint.save(manager, state.replace(step=jnp.int32(step)), TINY, {"val_accuracy": accuracy})
     manager.wait_until_finished()
     manager.close()

@@ -120,6 +120,7 @@ def test_prepare_data_cli_reports_a_missing_idx_directory_in_one_line(tmp_path):
                       "--idx-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'nowhere'} has no train-images-idx3-ubyte[.gz]; an IDX directory needs all four MNIST files"
+        f"error: {tmp_path / 'nowhere'} has no train-images-idx3-ubyte[.gz]; "
+        "an IDX directory needs all four MNIST files"
     ]
     assert not dataset.is_prepared(tmp_path)

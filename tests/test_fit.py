@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 
 from PIL import Image
 
 from conftest import ROOT, SHORT_RUN_MIN_TEST_ACCURACY, read_jsonl, run_tool
-from mnist_jax import config as config_lib
+from mnist_jax import checkpoint, config as config_lib
 
 
 def test_short_run_reaches_the_stated_test_accuracy(trained_run):
@@ -61,3 +65,33 @@ def test_the_launchers_answer_help_without_activating_anything():
         result = subprocess.run([str(ROOT / "bin" / tool), "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("usage:")
+
+
+def test_ctrl_c_stops_training_and_keeps_the_checkpoints_written(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    args = ["--data-dir", str(data_dir), "--data-source", "prepared", "--data.train_size", "6400",
+            "--train.epochs", "20", "--workdir", str(workdir)]
+    # Python ignores SIGINT if it started ignored (as in a background job): restore the handler first.
+    launcher = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                f"sys.argv = ['train', *{args!r}]; runpy.run_module('mnist_jax.cli.train', run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not committed_steps(workdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first = committed_steps(workdir)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line == f"interrupted: the checkpoints already written are intact in {workdir / 'checkpoints'}"
+    assert "Traceback" not in stderr
+    assert first and set(first) <= set(committed_steps(workdir))
+    restored = checkpoint.restore(workdir, "latest")
+    assert restored.step in committed_steps(workdir) and restored.step % 100 == 0 and restored.step < 2000
+
+
+def committed_steps(workdir):
+    """Steps whose save has completed (Orbax renames a finished temporary directory to the step)."""
+    directory = workdir / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []

@@ -55,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         width = max(len(str(path)) for path in files)
         if not args.json:
             print(f"{'file':<{width}}  digit  probability")
-        for path, best in zip(files, ranked):
+        for path, best in zip(files, ranked, strict=True):
             digit, probability = best[0]
             if args.json:
                 print(json.dumps({"file": str(path), "digit": digit, "probability": round(probability, 6),
                                   "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in best]}))
             else:
-                print(f"{str(path):<{width}}  {digit:>5}  {100 * probability:10.1f}%")
+                print(f"{str(path):<{width}}  {digit:>5}  {100 * probability:10.2f}%")
     if failed:
         print(f"{failed} of {len(args.images)} files could not be read", file=sys.stderr)
         return EXIT_SOME_FAILED

@@ -81,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = fit.train_and_evaluate(config, workdir, data)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the checkpoints already written are intact in {workdir / 'checkpoints'}",
-              file=sys.stderr)
+        saved = workdir / "checkpoints"
+        if any(path.name.isdigit() for path in saved.glob("*")):
+            print(f"\ninterrupted: the checkpoints already written are intact in {saved}", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first checkpoint (written after each epoch); nothing was saved",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
     point_latest(args.runs_dir, workdir)
     print(f"test accuracy {100 * summary['test_accuracy']:.2f}% (checkpoint of epoch {summary['best_epoch']}, "
