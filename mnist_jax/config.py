@@ -15,7 +15,6 @@ from typing import Any
 
 from mnist_jax.errors import UserError
 
-
 MNIST_TRAIN_IMAGES = 60000
 
 

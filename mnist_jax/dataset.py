@@ -14,9 +14,9 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
-from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -115,28 +115,27 @@ def prepare(
         return "prepared"
     if source == "prepared":
         raise UserError(f"no prepared MNIST in {prepared_dir(data_dir)}; run bin/prepare-data first")
-    download_dir = data_dir / "downloads" / "mnist"
-    if source == "auto":
-        failures = []
-        for name in AUTO_SOURCES:
-            try:
-                arrays = load_source(name, download_dir)
-                source = name
-                break
-            except UserError as error:
-                log(f"data: {name} source unavailable ({error})")
-                failures.append(name)
-        else:
-            raise UserError(
-                f"no MNIST source could be reached (tried {', '.join(failures)}); "
-                "pass --data-source idx --idx-dir DIR with the four MNIST IDX files"
-            )
-    else:
-        arrays = load_source(source, download_dir, idx_dir)
-    verify(arrays, rebuild_hint="the source files themselves are wrong; try another --data-source")
-    _write_prepared(arrays, data_dir)
+    try:
+        source, arrays = _read_source(source, data_dir / "downloads" / "mnist", idx_dir, log)
+        verify(arrays, rebuild_hint="the source files themselves are wrong; try another --data-source")
+        _write_prepared(arrays, data_dir)
+    except OSError as error:  # an unwritable data dir, a full disk, an unreadable IDX file
+        raise UserError(f"cannot prepare MNIST in {data_dir}: {error}; pass another --data-dir") from None
     log(f"data: prepared MNIST from the {source} source in {prepared_dir(data_dir)}")
     return source
+
+
+def _read_source(source: str, download_dir: Path, idx_dir: Path | None, log: Callable[[str], None]):
+    """Returns (source name, arrays) from `source`, or from the first AUTO_SOURCES that works."""
+    if source != "auto":
+        return source, load_source(source, download_dir, idx_dir)
+    for name in AUTO_SOURCES:
+        try:
+            return name, load_source(name, download_dir)
+        except UserError as error:
+            log(f"data: {name} source unavailable ({error})")
+    raise UserError(f"no MNIST source could be reached (tried {', '.join(AUTO_SOURCES)}); "
+                    "pass --data-source idx --idx-dir DIR with the four MNIST IDX files")
 
 
 def load(data_dir: Path) -> MnistArrays:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from mnist_jax import checkpoint, config as config_lib
+from mnist_jax import checkpoint
+from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.dataset import Split, Splits
 from mnist_jax.errors import UserError

@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from mnist_jax import checkpoint, config as config_lib
+
+from mnist_jax import checkpoint
+from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 from mnist_jax.predict import predict
 from mnist_jax.train import create_train_state, evaluate

@@ -6,8 +6,8 @@ import dataclasses
 import json
 
 import pytest
-
 from conftest import run_tool
+
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
 from conftest import run_tool
+
 from mnist_jax import dataset
 from mnist_jax.config import DataConfig
 from mnist_jax.errors import UserError

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 
+from conftest import ROOT, SHORT_RUN_MIN_TEST_ACCURACY, read_jsonl, run_tool
 from PIL import Image
 
-from conftest import ROOT, SHORT_RUN_MIN_TEST_ACCURACY, read_jsonl, run_tool
-from mnist_jax import checkpoint, config as config_lib
+from mnist_jax import checkpoint
+from mnist_jax import config as config_lib
 
 
 def test_short_run_reaches_the_stated_test_accuracy(trained_run):
@@ -95,3 +96,15 @@ def committed_steps(workdir):
     """Steps whose save has completed (Orbax renames a finished temporary directory to the step)."""
     directory = workdir / "checkpoints"
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+
+
+def test_unusable_run_and_data_directories_are_clear_errors(tmp_path, data_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_tool("train", "--data-dir", str(data_dir), "--workdir", str(blocker / "run"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot create run directory {blocker / 'run'} (Not a directory)")
+    result = run_tool("prepare_data", "--data-dir", str(blocker / "tfds"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot prepare MNIST in {blocker / 'tfds'}: ")
+    assert "Traceback" not in result.stderr

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_tool
+from PIL import Image
 
 DIGITS = 12  # the first test digits, each written three ways
 

@@ -8,8 +8,15 @@ from PIL import Image
 from scipy import ndimage
 
 from mnist_jax.errors import UserError
-from mnist_jax.preprocess import (center_by_mass, crop_to_ink, fit_to_box, flatten_alpha, load_grayscale, to_ink,
-                                  to_mnist)
+from mnist_jax.preprocess import (
+    center_by_mass,
+    crop_to_ink,
+    fit_to_box,
+    flatten_alpha,
+    load_grayscale,
+    to_ink,
+    to_mnist,
+)
 
 
 @pytest.fixture(scope="module")

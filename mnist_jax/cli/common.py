@@ -7,8 +7,8 @@ import functools
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from mnist_jax.errors import UserError
 

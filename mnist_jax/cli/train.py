@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.common import (EXIT_INTERRUPTED, add_data_arguments, main_guard, prepare_data,
-                                  quiet_libraries)
+from mnist_jax.cli.common import EXIT_INTERRUPTED, add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.errors import UserError
 
 
@@ -51,10 +51,16 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
 
 
 def choose_workdir(args: argparse.Namespace) -> Path:
-    """Returns a new run directory; refuses one that already holds checkpoints."""
+    """Returns a new, writable run directory; refuses one that already holds checkpoints."""
     workdir = args.workdir or args.runs_dir / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (workdir / "checkpoints").exists():
         raise UserError(f"{workdir} already holds a training run; pass a new --workdir")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create run directory {workdir} ({error.strerror}); pass another --workdir") from None
+    if not os.access(workdir, os.W_OK):
+        raise UserError(f"run directory {workdir} is not writable; pass another --workdir")
     return workdir
 
 
