@@ -15,13 +15,13 @@ from mnist_jax.models import CNN, create_model, init_params
 from mnist_jax.predict import predict, predict_probs
 from mnist_jax.preprocess import load_grayscale, preprocess_file, to_mnist
 from mnist_jax.train import (
-                             create_optimizer,
-                             create_train_state,
-                             cross_entropy_loss,
-                             eval_step,
-                             evaluate,
-                             scale_images,
-                             train_step,
+    create_optimizer,
+    create_train_state,
+    cross_entropy_loss,
+    eval_step,
+    evaluate,
+    scale_images,
+    train_step,
 )
 
 __version__ = "0.1.0"

@@ -24,6 +24,11 @@ from mnist_jax.train import create_train_state
 CHECKPOINTS = "checkpoints"  # subdirectory of a run directory
 
 
+def saved_steps(directory: Path) -> list[int]:
+    """Returns the completed steps in a checkpoints directory, ascending (a save in flight has a tmp name)."""
+    return sorted(int(child.name) for child in Path(directory).glob("*") if child.name.isdigit())
+
+
 def _best_metric(metrics: dict) -> float:
     return metrics["val_accuracy"]
 
@@ -111,7 +116,7 @@ def _locate(path: Path, which: str) -> tuple[Path, int | None]:
         return path / CHECKPOINTS, _parse_which(which)
     if path.name.isdigit() and (path / "state").is_dir():
         return path.parent, int(path.name)
-    if any(child.name.isdigit() for child in path.iterdir()):
+    if saved_steps(path):
         return path, _parse_which(which)
     raise UserError(f"{path} holds no checkpoints; pass a run directory written by bin/train")
 

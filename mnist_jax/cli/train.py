@@ -53,7 +53,7 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
 def choose_workdir(args: argparse.Namespace) -> Path:
     """Returns a new, writable run directory; refuses one that already holds checkpoints."""
     workdir = args.workdir or args.runs_dir / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (workdir / "checkpoints").exists():
+    if (workdir / "checkpoints").exists():  # checkpoint.CHECKPOINTS; importing it here would load JAX first
         raise UserError(f"{workdir} already holds a training run; pass a new --workdir")
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -80,15 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve_config(args)
     workdir = choose_workdir(args)
     quiet_libraries()
-    from mnist_jax import dataset, fit
+    from mnist_jax import checkpoint, dataset, fit
 
     data = dataset.split(dataset.load(prepare_data(args)), config.data)
     print(f"run: {workdir} (preset {args.preset})")
     try:
         summary = fit.train_and_evaluate(config, workdir, data)
     except KeyboardInterrupt:
-        saved = workdir / "checkpoints"
-        if any(path.name.isdigit() for path in saved.glob("*")):
+        saved = workdir / checkpoint.CHECKPOINTS
+        if checkpoint.saved_steps(saved):
             print(f"\ninterrupted: the checkpoints already written are intact in {saved}", file=sys.stderr)
         else:
             print("\ninterrupted before the first checkpoint (written after each epoch); nothing was saved",
