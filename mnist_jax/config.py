@@ -9,6 +9,7 @@ checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -51,6 +52,9 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     keep_checkpoints: int = 2  # latest N kept, besides the best by validation accuracy
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    loop: str = "auto"  # host: Python loop of jitted steps | device: scan over chunks | auto: by backend
+    chunk_steps: int = 100  # device loop: steps per compiled call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +87,7 @@ _CHOICES = {
     ("model", "pool"): ("avg", "max", "none"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),
+    ("train", "loop"): ("auto", "host", "device"),
 }
 
 
@@ -127,6 +132,17 @@ def override(config: Config, assignments: dict[str, str]) -> Config:
     return from_dict(values, base=config)
 
 
+def differences(old: Config, new: Config) -> list[str]:
+    """Returns "section.field: old -> new" for every field where the two configs differ."""
+    old_values, new_values = to_dict(old), to_dict(new)
+    return [
+        f"{section}.{name}: {_show(old_values[section][name])} -> {_show(new_values[section][name])}"
+        for section in old_values
+        for name in old_values[section]
+        if old_values[section][name] != new_values[section][name]
+    ]
+
+
 def field_names() -> list[str]:
     """Returns every overridable field as "section.field"."""
     return [f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
@@ -136,7 +152,8 @@ def validate(config: Config) -> None:
     """Raises UserError naming the first field outside its allowed range."""
     d, m, t = config.data, config.model, config.train
     checks = [
-        ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES, "between 1 and 59999"),
+        ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES // 2,
+         f"between 1 and {MNIST_TRAIN_IMAGES // 2 - 1} (smaller than what is left for training)"),
         ("data.train_size", d.train_size is None or d.train_size >= 1, "a positive integer or none"),
         ("model.conv_features", len(m.conv_features) >= 1 and min(m.conv_features) >= 1, "at least one positive width"),
         ("model.kernel_sizes", len(m.kernel_sizes) == len(m.conv_features), "one size per conv layer"),
@@ -146,11 +163,13 @@ def validate(config: Config) -> None:
         ("train.epochs", t.epochs >= 1, "at least 1"),
         ("train.batch_size", 1 <= t.batch_size <= d.train_images,
          f"between 1 and the {d.train_images} training images"),
-        ("train.learning_rate", t.learning_rate > 0, "greater than 0"),
-        ("train.weight_decay", t.weight_decay >= 0, "at least 0"),
+        ("train.learning_rate", 0 < t.learning_rate < math.inf, "a finite number greater than 0"),
+        ("train.weight_decay", 0 <= t.weight_decay < math.inf, "a finite number, at least 0"),
         ("train.momentum", 0 <= t.momentum < 1, "in [0, 1)"),
         ("train.eval_batch_size", t.eval_batch_size >= 1, "at least 1"),
         ("train.keep_checkpoints", t.keep_checkpoints >= 1, "at least 1"),
+        ("train.checkpoint_every", t.checkpoint_every >= 0, "0 (epoch ends only) or a number of steps"),
+        ("train.chunk_steps", t.chunk_steps >= 1, "at least 1"),
     ]
     checks += [
         (f"{section}.{name}", getattr(getattr(config, section), name) in allowed, "one of " + ", ".join(allowed))
@@ -219,4 +238,4 @@ def _scalar(kind: type, value: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
