@@ -38,13 +38,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="directory with the four MNIST IDX files, for --data-source idx")
 
 
-def prepare_data(args: argparse.Namespace) -> Path:
-    """Prepares MNIST as the data flags say; returns the data directory."""
+def prepare_data(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
+    """Prepares MNIST as the data flags say, reporting through `log`; returns the data directory."""
     from mnist_jax import dataset
 
     source = "idx" if args.idx_dir is not None and args.data_source == "auto" else args.data_source
     data_dir = args.data_dir or dataset.default_data_dir()
-    dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir)
+    dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir, log=log)
     return data_dir
 
 
