@@ -75,7 +75,7 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, probabilities: np
     for axes in grid.flat:
         axes.axis("off")
     for axes, index in zip(grid.flat, shown, strict=False):
-        axes.imshow(images[index, :, :, 0], cmap="gray_r", vmin=0, vmax=255)
+        axes.imshow(images[index, :, :, 0], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
         guess, truth = predicted[index], labels[index]
         axes.set_title(f"{truth}→{guess} {100 * probabilities[index, guess]:.0f}%\n"
                        f"p({truth}) {100 * probabilities[index, truth]:.0f}%", fontsize=7)
@@ -123,7 +123,7 @@ def plot_augmentations(rows: list[tuple[str, np.ndarray]], path: Path) -> Path:
     for (title, images), line in zip(rows, grid, strict=True):
         line[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
         for axes, image in zip(line, images, strict=False):
-            axes.imshow(image[:, :, 0], cmap="gray_r", vmin=0, vmax=1)
+            axes.imshow(image[:, :, 0], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         for axes in line:
             axes.set_xticks([])
             axes.set_yticks([])

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_tool
+from PIL import Image
 
 from mnist_jax import config as config_lib
 from mnist_jax.augment import affine_grid, augment, identity_grid, resample
@@ -142,3 +144,14 @@ def test_bad_augment_strengths_name_the_field_and_the_range(assignment, message)
     with pytest.raises(UserError) as error:
         config_lib.override(config_lib.get_preset("default"), assignment)
     assert str(error.value) == message
+
+
+def test_augment_figure_draws_a_row_per_transform_of_real_digits(data_dir, tmp_path):
+    out = tmp_path / "augment.png"
+    result = run_tool("augment_figure", "--out", str(out), "--digits", "4", "--data-dir", str(data_dir),
+                      "--data-source", "prepared")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(f"wrote {out}")
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.height > 400  # seven rows of digits
+        image.verify()
