@@ -1,6 +1,6 @@
 """Frozen, JSON-serialisable run configuration and its named presets.
 
-A `Config` has three sections: `data`, `model` and `train`. Every field can be overridden
+A `Config` has four sections: `data`, `model`, `train` and `augment`. Every field can be overridden
 from the command line as `--section.field VALUE` (tuples as comma-separated lists), and a
 config round-trips through `to_dict` / `from_dict` (that is how it is stored beside each
 checkpoint).
@@ -58,10 +58,28 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the random training-time transforms (see `augment.py`); 0 turns one off."""
+
+    rotation: float = 0.0  # degrees: angle uniform in [-rotation, rotation]
+    scale: float = 0.0  # relative: zoom factor uniform in [1 - scale, 1 + scale]
+    shear: float = 0.0  # degrees: horizontal shear angle uniform in [-shear, shear]
+    translation: float = 0.0  # pixels: shift uniform in [-translation, translation] on each axis
+    elastic_alpha: float = 0.0  # pixels: scale of the smoothed random displacement field (Simard: 34)
+    elastic_sigma: float = 4.0  # pixels: std of the Gaussian that smooths that field (Simard: 4)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any transform has a non-zero strength."""
+        return any((self.rotation, self.scale, self.shear, self.translation, self.elastic_alpha))
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     def replace(self, **sections: dict[str, Any]) -> Config:
         """Returns a copy with fields replaced, e.g. `replace(train={"epochs": 2})`."""
@@ -71,7 +89,7 @@ class Config:
         )
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "augment": AugmentConfig}
 
 PRESETS: dict[str, Config] = {
     # The main job: >= 99.2% test accuracy in a few minutes on 2 CPU cores.
@@ -110,7 +128,7 @@ def from_dict(values: dict[str, Any], base: Config = Config()) -> Config:
     Raises UserError naming any unknown section or field, or a value of the wrong type.
     """
     if not isinstance(values, dict):
-        raise UserError("a config must be a JSON object with sections data, model, train")
+        raise UserError(f"a config must be a JSON object with sections {', '.join(_SECTIONS)}")
     sections = {}
     for section, fields in values.items():
         if section not in _SECTIONS:
@@ -150,7 +168,7 @@ def field_names() -> list[str]:
 
 def validate(config: Config) -> None:
     """Raises UserError naming the first field outside its allowed range."""
-    d, m, t = config.data, config.model, config.train
+    d, m, t, a = config.data, config.model, config.train, config.augment
     checks = [
         ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES // 2,
          f"between 1 and {MNIST_TRAIN_IMAGES // 2 - 1} (smaller than what is left for training)"),
@@ -170,6 +188,12 @@ def validate(config: Config) -> None:
         ("train.keep_checkpoints", t.keep_checkpoints >= 1, "at least 1"),
         ("train.checkpoint_every", t.checkpoint_every >= 0, "0 (epoch ends only) or a number of steps"),
         ("train.chunk_steps", t.chunk_steps >= 1, "at least 1"),
+        ("augment.rotation", 0 <= a.rotation <= 180, "degrees in [0, 180]"),
+        ("augment.scale", 0 <= a.scale < 1, "in [0, 1)"),
+        ("augment.shear", 0 <= a.shear <= 45, "degrees in [0, 45]"),
+        ("augment.translation", 0 <= a.translation <= 14, "pixels in [0, 14]"),
+        ("augment.elastic_alpha", a.elastic_alpha >= 0, "at least 0"),
+        ("augment.elastic_sigma", 0 < a.elastic_sigma <= 10, "pixels in (0, 10]"),
     ]
     checks += [
         (f"{section}.{name}", getattr(getattr(config, section), name) in allowed, "one of " + ", ".join(allowed))
