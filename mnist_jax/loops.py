@@ -21,7 +21,7 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from mnist_jax import parallel
-from mnist_jax.config import Config
+from mnist_jax.config import AugmentConfig, Config
 from mnist_jax.dataset import Split
 from mnist_jax.train import steps_per_epoch, train_step, update
 
@@ -70,6 +70,7 @@ class HostLoop:
         self._split, self._keys = split, keys
         self._batch_sharding, self._replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         self._batch_size, self._steps = config.train.batch_size, steps_per_epoch(config)
+        self._augment = config.augment
         self._order_epoch, self._order = None, None
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -84,7 +85,7 @@ class HostLoop:
             rows = parallel.local_share(self._order[index * self._batch_size : (index + 1) * self._batch_size])
             batch = {"image": self._split.images[rows], "label": self._split.labels[rows]}
             state, step_metrics = train_step(state, parallel.global_batch(batch, self._batch_sharding),
-                                             self._keys["dropout"])
+                                             self._keys["dropout"], augment=self._augment)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
 
@@ -99,7 +100,7 @@ class DeviceLoop:
         self._chunk = functools.partial(
             train_chunk, steps_in_epoch=steps_per_epoch(config), batch_size=config.train.batch_size,
             checkpoint_every=config.train.checkpoint_every, chunk_steps=config.train.chunk_steps,
-            batch_sharding=parallel.batch_sharding(mesh),
+            batch_sharding=parallel.batch_sharding(mesh), augment=config.augment,
         )
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -110,10 +111,11 @@ class DeviceLoop:
 
 @functools.partial(jax.jit, donate_argnums=0,
                    static_argnames=("steps_in_epoch", "batch_size", "checkpoint_every", "chunk_steps",
-                                    "batch_sharding"))
+                                    "batch_sharding", "augment"))
 def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array, order_key: jax.Array,
                 dropout_key: jax.Array, *, steps_in_epoch: int, batch_size: int, checkpoint_every: int,
-                chunk_steps: int, batch_sharding=None) -> tuple[TrainState, dict[str, jax.Array]]:
+                chunk_steps: int, batch_sharding=None,
+                augment: AugmentConfig | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
     """Runs the next segment of training (see `segment_length`) from state.step, all on the device.
 
     images uint8 (N, 28, 28, 1) and labels int32 (N,) are the whole train split. Returns the
@@ -131,7 +133,8 @@ def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array, order_k
         batch = {"image": images[rows], "label": labels[rows]}
         if batch_sharding is not None:  # split each batch over the devices, as the host loop does
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key), lambda s: (s, no_metrics), state)
+        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment),
+                            lambda s: (s, no_metrics), state)
 
     return jax.lax.scan(step, state, jnp.arange(chunk_steps))
 

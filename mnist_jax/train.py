@@ -14,7 +14,8 @@ import optax
 from flax.training.train_state import TrainState
 
 from mnist_jax import parallel
-from mnist_jax.config import Config, TrainConfig
+from mnist_jax.augment import augment as augment_images
+from mnist_jax.config import AugmentConfig, Config, TrainConfig
 from mnist_jax.models import create_model, init_params
 
 
@@ -66,14 +67,18 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def update(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+def update(state: TrainState, batch: dict, rng: jax.Array,
+           augment: AugmentConfig | None = None) -> tuple[TrainState, dict]:
     """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"} (scalars).
 
-    Dropout's key is `fold_in(rng, state.step)`, so a run is a function of its seed. This is
-    the body every loop form runs; `train_step` is its jitted, donating version.
+    Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
+    run is a function of its seed. `augment` (static) distorts the batch on the device first.
+    This is the body every loop form runs; `train_step` is its jitted, donating version.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     images = scale_images(batch["image"])
+    if augment is not None and augment.enabled:
+        images = augment_images(images, jax.random.fold_in(dropout_rng, 1), augment)
 
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
@@ -85,7 +90,7 @@ def update(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, 
 
 
 # The input state is donated: do not use it after the call.
-train_step = jax.jit(update, donate_argnums=0)
+train_step = jax.jit(update, donate_argnums=0, static_argnames="augment")
 
 
 @jax.jit

@@ -32,9 +32,9 @@ def run_segments(loop, config, state, steps):
     return state, np.array(losses)
 
 
-@pytest.mark.parametrize("checkpoint_every", [0, 5])
-def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every):
-    config = SMALL.replace(train={"checkpoint_every": checkpoint_every})
+@pytest.mark.parametrize("checkpoint_every, augment", [(0, {}), (5, {"rotation": 8.0, "translation": 1.5})])
+def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment):
+    config = SMALL.replace(train={"checkpoint_every": checkpoint_every}, augment=augment)
     keys = run_keys(0)
     steps = 2 * steps_per_epoch(config)
     host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh()), config,
@@ -71,7 +71,9 @@ def test_nothing_compiles_after_the_first_epoch(tmp_path, splits, loop):
         elif line.startswith("epoch 2/"):
             counting.clear()
 
-    config = SMALL.replace(train={"loop": loop, "checkpoint_every": 5})
+    # With augmentation on: its random transforms must not retrace the step either.
+    config = SMALL.replace(train={"loop": loop, "checkpoint_every": 5},
+                           augment={"rotation": 10.0, "translation": 2.0, "elastic_alpha": 8.0})
     fit.train_and_evaluate(config, tmp_path / "run", splits, log=log)
     assert not counting, "the run did not log both epochs"
     assert compiles == []
