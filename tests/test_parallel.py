@@ -144,3 +144,11 @@ def test_when_one_process_dies_the_other_stops_with_an_error_instead_of_hanging(
     assert "another task died" in stderr
     assert time.monotonic() - started < 120
     assert checkpoint.restore(workdir, "latest").step in committed_steps(workdir)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_stops_before_compiling(tmp_path, data_dir):
+    result = run_tool("train", "--train.batch_size", "60", "--data-dir", str(data_dir), "--data-source", "prepared",
+                      "--workdir", str(tmp_path / "run"), env_extra=EIGHT_DEVICES)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train.batch_size=60 does not split over 8 devices; use a multiple of 8"
+    assert not (tmp_path / "run" / "checkpoints").exists()
