@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> config_lib.Config:
-    """Returns preset, then --config file, then --section.field flags, validated."""
-    config = config_lib.get_preset(args.preset or "default")
+def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = None) -> config_lib.Config:
+    """Returns preset (or `base` when no --preset is given), then --config file, then
+    --section.field flags, validated."""
+    config = base if base is not None and args.preset is None else config_lib.get_preset(args.preset or "default")
     if args.config is not None:
         try:
             values = json.loads(args.config.read_text())
@@ -85,7 +86,7 @@ def choose_config(args: argparse.Namespace, workdir: Path) -> config_lib.Config:
         saved = config_lib.from_dict(json.loads(saved_path.read_text()))
     except ValueError as error:
         raise UserError(f"cannot read {saved_path} ({error}); pass --fresh to start over") from None
-    if config_flags_given(args) and (differences := config_lib.differences(saved, resolve_config(args))):
+    if config_flags_given(args) and (differences := config_lib.differences(saved, resolve_config(args, saved))):
         raise UserError(f"{workdir} holds a run of another config ({'; '.join(differences)}); "
                         "resume it without config flags, or pass --fresh to start over")
     return saved
