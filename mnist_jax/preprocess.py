@@ -125,7 +125,8 @@ def estimate_background(gray: np.ndarray, grid: int = 64, rounds: int = 4) -> np
     keep[2:-2, 2:-2] = False
     keep = keep.ravel()
     for _ in range(rounds):
-        coefficients = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        used = design[keep]  # normal equations: 6x6 and well conditioned on [-1, 1]; lstsq's SVD is 50x slower
+        coefficients = np.linalg.solve(used.T @ used, used.T @ values[keep])
         residual = values - design @ coefficients
         keep = np.abs(residual) <= 2.5 * _robust_sigma(residual[keep]) + 1e-3
     return terms(height, width) @ coefficients.astype(np.float32)
@@ -220,7 +221,8 @@ def stroke_width(mask: np.ndarray) -> float:
     """Estimates the width in pixels of the strokes in `mask` (H, W) bool.
 
     For a stroke of width w, the mean distance of its pixels to the nearest background pixel is
-    w/4 (plus half a pixel on a grid), so w = 4 * (mean distance - 0.5). Exact to ~5% for w >= 3.
+    w/4 (plus half a pixel on a grid), so w = 4 * (mean distance - 0.5): within 5% for w >= 5 px,
+    3.3 for w = 3.
     """
     if not mask.any():
         return 0.0
