@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test data docs clean
+.PHONY: setup train test data docs gallery clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup
 RUN ?= runs/latest
 docs:
 	cp $(RUN)/accuracy.png $(RUN)/loss.png docs/
+
+# The README's gallery and per-condition table: bin/predict's preprocessing on realistic renders.
+gallery: setup
+	bin/eval-inputs --run $(RUN) --gallery docs/gallery.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
