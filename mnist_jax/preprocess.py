@@ -73,6 +73,10 @@ def image_to_gray(image: Image.Image) -> np.ndarray:
     """Returns a Pillow image of any mode as float32 greyscale (H, W) in [0, 1], alpha flattened."""
     if image.width == 0 or image.height == 0:
         raise UserError("empty image (0 pixels)")
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit scans: convert() would clip them to white
+        values = np.asarray(image, dtype=np.float32)
+        peak = float(values.max())
+        return values / next(scale for scale in (1.0, 255.0, 65535.0, peak) if peak <= scale)
     return flatten_alpha(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
 
 

@@ -180,6 +180,15 @@ def test_every_supported_format_reads_the_same_digit(tmp_path, digit, suffix):
     assert correlation(to_mnist(load_grayscale(tmp_path / f"digit.{suffix}")), to_mnist(digit)) > 0.95
 
 
+def test_a_16_bit_scan_reads_like_an_8_bit_one(tmp_path, digit):
+    page = 0.9 - 0.8 * on_canvas(digit, (100, 90), top=10, left=5, scale=3)
+    Image.fromarray(np.round(page * 65535).astype(np.uint16)).save(tmp_path / "scan16.png")
+    Image.fromarray(np.round(page * 255).astype(np.uint8)).save(tmp_path / "scan8.png")
+    assert Image.open(tmp_path / "scan16.png").mode == "I;16"
+    np.testing.assert_allclose(load_grayscale(tmp_path / "scan16.png"), load_grayscale(tmp_path / "scan8.png"),
+                               atol=1 / 255)
+
+
 def test_big_images_are_read_at_the_working_size_and_still_found(tmp_path, digit):
     page = Image.fromarray(np.uint8(240 - 220 * on_canvas(digit, (2400, 3200), top=900, left=1300, scale=20)))
     page.save(tmp_path / "photo.jpg", quality=90)
