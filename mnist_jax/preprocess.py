@@ -102,6 +102,8 @@ def _robust_sigma(values: np.ndarray) -> float:
 
 def noise_sigma(gray: np.ndarray) -> float:
     """Estimates the pixel noise of `gray` (H, W) from neighbour differences: blind to ink and light."""
+    if gray.shape[1] < 2:
+        return 0.0
     step = max(1, gray.shape[0] // 512)  # rows enough for a stable median on big images
     return _robust_sigma(np.diff(gray[::step], axis=1)) / np.sqrt(2)
 
@@ -118,22 +120,26 @@ def estimate_background(gray: np.ndarray, grid: int = 64, rounds: int = 4) -> np
     small = np.asarray(Image.fromarray(gray.astype(np.float32)).resize(
         (min(width, grid), min(height, grid)), Image.Resampling.BOX))
 
-    def terms(rows: int, cols: int) -> np.ndarray:
-        y, x = np.meshgrid(np.linspace(-1, 1, rows, dtype=np.float32), np.linspace(-1, 1, cols, dtype=np.float32),
-                           indexing="ij")
-        return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)
-
-    design = terms(*small.shape).reshape(-1, 6)
+    rows, cols = small.shape
+    y, x = _grid(rows, cols)
+    design = np.stack(np.broadcast_arrays(np.ones_like(x), x, y, x * x, x * y, y * y), axis=-1).reshape(-1, 6)
     values = small.ravel()
     keep = np.ones(small.shape, bool)
     keep[2:-2, 2:-2] = False
     keep = keep.ravel()
     for _ in range(rounds):
-        used = design[keep]  # normal equations: 6x6 and well conditioned on [-1, 1]; lstsq's SVD is 50x slower
-        coefficients = np.linalg.solve(used.T @ used, used.T @ values[keep])
+        used = design[keep]  # normal equations: 6x6, and lstsq copes when a 1-pixel-high image makes them singular
+        coefficients = np.linalg.lstsq(used.T @ used, used.T @ values[keep], rcond=None)[0].astype(np.float32)
         residual = values - design @ coefficients
         keep = np.abs(residual) <= 2.5 * _robust_sigma(residual[keep]) + 1e-3
-    return terms(height, width) @ coefficients.astype(np.float32)
+    y, x = _grid(height, width)
+    c = coefficients
+    return (c[0] + c[1] * x + c[3] * x * x) + y * (c[2] + c[4] * x) + c[5] * y * y  # (H, W) without an (H, W, 6)
+
+
+def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres as coordinates in [-1, 1]: y (rows, 1) and x (1, cols)."""
+    return (np.linspace(-1, 1, rows, dtype=np.float32)[:, None], np.linspace(-1, 1, cols, dtype=np.float32)[None, :])
 
 
 def to_ink(gray: np.ndarray) -> np.ndarray:
@@ -159,7 +165,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
     N. Otsu, "A threshold selection method from gray-level histograms", IEEE SMC 9(1), 1979.
     """
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    counts = np.bincount(np.clip((np.ravel(values) * bins).astype(np.int32), 0, bins - 1), minlength=bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(counts)
     weight_high = weight_low[-1] - weight_low

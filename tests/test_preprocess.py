@@ -157,6 +157,16 @@ def test_a_blank_image_has_no_ink(shade):
         to_mnist(noisy)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 60), (60, 1), (2, 2), (3, 40)])
+def test_slivers_of_images_give_a_digit_or_no_ink_never_a_crash(shape):
+    sliver = np.full(shape, 0.9, np.float32)
+    sliver[0, 0] = 0.1
+    try:
+        assert to_mnist(sliver).shape == (28, 28, 1)
+    except UserError as error:
+        assert "no ink found" in str(error)
+
+
 @pytest.mark.parametrize("ink_shade, background", [(0.0, 1.0), (1.0, 0.0)])
 def test_transparent_drawings_are_flattened_onto_a_contrasting_background(ink_shade, background):
     rgba = np.zeros((10, 10, 4), np.float32)
