@@ -154,7 +154,7 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
     if not strong.any():
         return np.zeros_like(gray, dtype=np.float32)
     ink = residual if residual[strong].sum() > 0 else -residual
-    stroke = float(np.percentile(ink[strong & (ink > 0)], 90)) if (strong & (ink > 0)).any() else 0.0
+    stroke = float(np.percentile(ink[strong & (ink > 0)], 90))  # the typical stroke's strength
     if stroke < MIN_CONTRAST:
         return np.zeros_like(gray, dtype=np.float32)
     return np.clip(ink / stroke, 0.0, 1.0).astype(np.float32)
@@ -206,8 +206,8 @@ def crop_to_mask(ink: np.ndarray, mask: np.ndarray, margin: int = 2) -> np.ndarr
     """Returns the ink (h, w) near `mask`: zero farther than `margin` px from it, cropped to its extent.
 
     The margin keeps the soft edges of the strokes that the threshold cut; the crop ends where
-    the ink falls under EDGE_INK, as MNIST's 20-px box ends at its digits' faintest edge. Raises UserError
-    when the mask is empty (a blank image).
+    the ink falls under EDGE_INK, as MNIST's 20-px box ends at its digits' faintest edge.
+    Raises UserError when the mask is empty (a blank image).
     """
     if not mask.any():
         raise UserError("no ink found: the image looks blank")
@@ -216,16 +216,6 @@ def crop_to_mask(ink: np.ndarray, mask: np.ndarray, margin: int = 2) -> np.ndarr
     inked = kept > EDGE_INK
     rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     return kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-
-def resize_longer_side(ink: np.ndarray, side: int) -> np.ndarray:
-    """Resizes (h, w) so its longer side is `side`, keeping the aspect ratio (Lanczos); peak scaled to 1."""
-    height, width = ink.shape
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = np.clip(np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)),
-                      0.0, None)
-    return resized / max(float(resized.max()), 1e-6)
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -262,8 +252,13 @@ def thicken_thin_strokes(ink: np.ndarray, scale: float = DETAIL, low: float = ST
 
 
 def fit_to_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
-    """Resizes (h, w) so its longer side is `box`, keeping the aspect ratio; peak stays at 1."""
-    return resize_longer_side(ink, box)
+    """Resizes (h, w) so its longer side is `box`, keeping the aspect ratio (Lanczos); peak scaled to 1."""
+    height, width = ink.shape
+    scale = box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = np.clip(np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)),
+                      0.0, None)
+    return resized / max(float(resized.max()), 1e-6)
 
 
 def center_by_mass(ink: np.ndarray, size: int = SIZE) -> np.ndarray:
@@ -283,7 +278,7 @@ def center_by_mass(ink: np.ndarray, size: int = SIZE) -> np.ndarray:
 
 def crop_to_mnist(crop: np.ndarray) -> np.ndarray:
     """Turns a digit's ink crop (h, w) into MNIST form: uint8 (28, 28, 1)."""
-    detailed = thicken_thin_strokes(resize_longer_side(crop, DETAIL * BOX))
+    detailed = thicken_thin_strokes(fit_to_box(crop, DETAIL * BOX))
     digit = center_by_mass(fit_to_box(detailed))
     return np.round(digit * 255).astype(np.uint8)[:, :, None]
 

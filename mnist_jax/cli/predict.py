@@ -72,6 +72,17 @@ def preprocessed_name(path: Path, index: int | None) -> str:
     return f"{stem}.png" if index is None else f"{stem}.digit{index + 1}.png"
 
 
+def format_result(result, args: argparse.Namespace, width: int) -> str:
+    """The output line for one file's `report.Result`, in the format the flags chose."""
+    from mnist_jax import report
+
+    if args.json:
+        return report.json_row(result, args.number, args.min_confidence)
+    if args.csv:
+        return report.csv_row(result, args.number, args.min_confidence)
+    return report.table_row(result, width, args.number, args.min_confidence)
+
+
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -119,13 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             images = np.stack([image for _, digits in good for image in digits])
             rankings = iter(top_k(predict(run.state, images), ranks))
             for path, digits in good:
-                result = report.Result(path, [next(rankings) for _ in digits])
-                if args.json:
-                    print(report.json_row(result, args.number, args.min_confidence))
-                elif args.csv:
-                    print(report.csv_row(result, args.number, args.min_confidence))
-                else:
-                    print(report.table_row(result, width, args.number, args.min_confidence))
+                print(format_result(report.Result(path, [next(rankings) for _ in digits]), args, width))
                 if args.show_preprocessed:
                     for index, image in enumerate(digits):
                         name = preprocessed_name(path, index if args.number else None)
