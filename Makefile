@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test data docs gallery clean
+.PHONY: setup train test data docs evaluation-figures augment-figure gallery clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,14 @@ test: setup
 RUN ?= runs/latest
 docs:
 	cp $(RUN)/accuracy.png $(RUN)/loss.png docs/
+
+# The README's evaluation figures: bin/evaluate of a run (default: the newest) on the test split.
+evaluation-figures: setup
+	bin/evaluate --run $(RUN) --out docs/evaluation
+
+# docs/augment.png: real training digits and random augmentations of them, one row per transform.
+augment-figure: setup
+	$(VENV)/bin/python -m mnist_jax.cli.augment_figure --out docs/augment.png
 
 # The README's gallery and per-condition table: bin/predict's preprocessing on realistic renders.
 gallery: setup

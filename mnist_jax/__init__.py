@@ -9,7 +9,7 @@ The pure building blocks, for research code:
 """
 
 from mnist_jax.checkpoint import restore as load_run
-from mnist_jax.config import Config, DataConfig, ModelConfig, TrainConfig, get_preset
+from mnist_jax.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig, get_preset
 from mnist_jax.errors import UserError
 from mnist_jax.models import CNN, create_model, init_params
 from mnist_jax.predict import predict, predict_probs
@@ -27,7 +27,7 @@ from mnist_jax.train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CNN", "Config", "DataConfig", "ModelConfig", "TrainConfig", "UserError",
+    "AugmentConfig", "CNN", "Config", "DataConfig", "ModelConfig", "TrainConfig", "UserError",
     "create_model", "create_optimizer", "create_train_state", "cross_entropy_loss", "eval_step", "evaluate",
     "get_preset", "init_params", "load_grayscale", "load_run", "predict", "predict_probs", "preprocess_file",
     "scale_images", "to_mnist", "train_step",

@@ -1,6 +1,6 @@
 """Frozen, JSON-serialisable run configuration and its named presets.
 
-A `Config` has three sections: `data`, `model` and `train`. Every field can be overridden
+A `Config` has four sections: `data`, `model`, `train` and `augment`. Every field can be overridden
 from the command line as `--section.field VALUE` (tuples as comma-separated lists), and a
 config round-trips through `to_dict` / `from_dict` (that is how it is stored beside each
 checkpoint).
@@ -9,6 +9,7 @@ checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -51,6 +52,26 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     keep_checkpoints: int = 2  # latest N kept, besides the best by validation accuracy
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    loop: str = "auto"  # host: Python loop of jitted steps | device: scan over chunks | auto: by backend
+    chunk_steps: int = 100  # device loop: steps per compiled call
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the random training-time transforms (see `augment.py`); 0 turns one off."""
+
+    rotation: float = 0.0  # degrees: angle uniform in [-rotation, rotation]
+    scale: float = 0.0  # relative: zoom factor uniform in [1 - scale, 1 + scale]
+    shear: float = 0.0  # degrees: horizontal shear angle uniform in [-shear, shear]
+    translation: float = 0.0  # pixels: shift uniform in [-translation, translation] on each axis
+    elastic_alpha: float = 0.0  # pixels: scale of the smoothed random displacement field (Simard: 34)
+    elastic_sigma: float = 4.0  # pixels: std of the Gaussian that smooths that field (Simard: 4)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any transform has a non-zero strength."""
+        return any((self.rotation, self.scale, self.shear, self.translation, self.elastic_alpha))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +79,7 @@ class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     def replace(self, **sections: dict[str, Any]) -> Config:
         """Returns a copy with fields replaced, e.g. `replace(train={"epochs": 2})`."""
@@ -67,7 +89,7 @@ class Config:
         )
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "augment": AugmentConfig}
 
 PRESETS: dict[str, Config] = {
     # The main job: >= 99.2% test accuracy in a few minutes on 2 CPU cores.
@@ -83,6 +105,7 @@ _CHOICES = {
     ("model", "pool"): ("avg", "max", "none"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),
+    ("train", "loop"): ("auto", "host", "device"),
 }
 
 
@@ -105,7 +128,7 @@ def from_dict(values: dict[str, Any], base: Config = Config()) -> Config:
     Raises UserError naming any unknown section or field, or a value of the wrong type.
     """
     if not isinstance(values, dict):
-        raise UserError("a config must be a JSON object with sections data, model, train")
+        raise UserError(f"a config must be a JSON object with sections {', '.join(_SECTIONS)}")
     sections = {}
     for section, fields in values.items():
         if section not in _SECTIONS:
@@ -127,6 +150,17 @@ def override(config: Config, assignments: dict[str, str]) -> Config:
     return from_dict(values, base=config)
 
 
+def differences(old: Config, new: Config) -> list[str]:
+    """Returns "section.field: old -> new" for every field where the two configs differ."""
+    old_values, new_values = to_dict(old), to_dict(new)
+    return [
+        f"{section}.{name}: {_show(old_values[section][name])} -> {_show(new_values[section][name])}"
+        for section in old_values
+        for name in old_values[section]
+        if old_values[section][name] != new_values[section][name]
+    ]
+
+
 def field_names() -> list[str]:
     """Returns every overridable field as "section.field"."""
     return [f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
@@ -134,9 +168,10 @@ def field_names() -> list[str]:
 
 def validate(config: Config) -> None:
     """Raises UserError naming the first field outside its allowed range."""
-    d, m, t = config.data, config.model, config.train
+    d, m, t, a = config.data, config.model, config.train, config.augment
     checks = [
-        ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES, "between 1 and 59999"),
+        ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES // 2,
+         f"between 1 and {MNIST_TRAIN_IMAGES // 2 - 1} (smaller than what is left for training)"),
         ("data.train_size", d.train_size is None or d.train_size >= 1, "a positive integer or none"),
         ("model.conv_features", len(m.conv_features) >= 1 and min(m.conv_features) >= 1, "at least one positive width"),
         ("model.kernel_sizes", len(m.kernel_sizes) == len(m.conv_features), "one size per conv layer"),
@@ -146,11 +181,19 @@ def validate(config: Config) -> None:
         ("train.epochs", t.epochs >= 1, "at least 1"),
         ("train.batch_size", 1 <= t.batch_size <= d.train_images,
          f"between 1 and the {d.train_images} training images"),
-        ("train.learning_rate", t.learning_rate > 0, "greater than 0"),
-        ("train.weight_decay", t.weight_decay >= 0, "at least 0"),
+        ("train.learning_rate", 0 < t.learning_rate < math.inf, "a finite number greater than 0"),
+        ("train.weight_decay", 0 <= t.weight_decay < math.inf, "a finite number, at least 0"),
         ("train.momentum", 0 <= t.momentum < 1, "in [0, 1)"),
         ("train.eval_batch_size", t.eval_batch_size >= 1, "at least 1"),
         ("train.keep_checkpoints", t.keep_checkpoints >= 1, "at least 1"),
+        ("train.checkpoint_every", t.checkpoint_every >= 0, "0 (epoch ends only) or a number of steps"),
+        ("train.chunk_steps", t.chunk_steps >= 1, "at least 1"),
+        ("augment.rotation", 0 <= a.rotation <= 180, "degrees in [0, 180]"),
+        ("augment.scale", 0 <= a.scale < 1, "in [0, 1)"),
+        ("augment.shear", 0 <= a.shear <= 45, "degrees in [0, 45]"),
+        ("augment.translation", 0 <= a.translation <= 14, "pixels in [0, 14]"),
+        ("augment.elastic_alpha", a.elastic_alpha >= 0, "at least 0"),
+        ("augment.elastic_sigma", 0 < a.elastic_sigma <= 10, "pixels in (0, 10]"),
     ]
     checks += [
         (f"{section}.{name}", getattr(getattr(config, section), name) in allowed, "one of " + ", ".join(allowed))
@@ -219,4 +262,4 @@ def _scalar(kind: type, value: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)

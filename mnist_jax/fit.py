@@ -1,7 +1,9 @@
-"""The training loop: epochs of jitted steps, live progress, metrics, plots, checkpoints.
+"""The training loop: segments of steps, live progress, metrics, plots, checkpoints, resume.
 
-This is the impure shell around the pure functions in `train.py`; everything it decides
-from randomness derives from `config.train.seed` with `fold_in`.
+This is the impure shell around the pure functions in `train.py` and the loop forms in
+`loops.py`. Everything random derives from `config.train.seed` with `fold_in`, and every
+checkpoint holds what the loop needs to go on, so a run stopped at any step (even by SIGKILL)
+and resumed ends with the same parameters as a run that was never stopped.
 """
 
 from __future__ import annotations
@@ -16,68 +18,221 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mnist_jax import checkpoint
+from mnist_jax import checkpoint, parallel
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
-from mnist_jax.dataset import Split, Splits
+from mnist_jax.dataset import Splits
 from mnist_jax.errors import UserError
+from mnist_jax.loops import make_loop, run_keys, segment_length
 from mnist_jax.plots import plot_history
-from mnist_jax.train import create_train_state, evaluate, steps_per_epoch, train_step
+from mnist_jax.train import create_train_state, evaluate, steps_per_epoch
 
-LOG_EVERY = 25  # steps between progress-bar refreshes (each one waits for the device)
-
-
-def run_keys(seed: int) -> dict[str, jax.Array]:
-    """Returns the run's independent keys ("init", "dropout", "order") derived from `seed`."""
-    root = jax.random.key(seed)
-    return {name: jax.random.fold_in(root, index) for index, name in enumerate(("init", "dropout", "order"))}
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
 
 
-def epoch_order(order_key: jax.Array, epoch: int, size: int) -> np.ndarray:
-    """Returns the shuffled example indices (size,) for `epoch`: a function of (seed, epoch)."""
-    return np.asarray(jax.random.permutation(jax.random.fold_in(order_key, epoch), size))
+class Stopped(Exception):
+    """Training stopped on request after writing a checkpoint of `step`."""
+
+    def __init__(self, step: int, steps_in_epoch: int):
+        super().__init__(f"stopped at step {step}")
+        self.step, self.steps_in_epoch = step, steps_in_epoch
 
 
-def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callable[[str], None] = print) -> dict:
-    """Trains `config` on `data`, writing everything to `workdir`; returns the run summary.
+def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callable[[str], None] = print,
+                       should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Trains `config` on `data` in `workdir`, resuming from its latest checkpoint; returns the summary.
 
     workdir receives config.json, metrics.jsonl (one line per epoch), accuracy.png and
-    loss.png (refreshed every epoch), checkpoints/ (latest few and best by validation
-    accuracy) and summary.json with the test accuracy of the best checkpoint.
+    loss.png (refreshed every epoch), checkpoints/ (latest few, the best by validation
+    accuracy, and every `train.checkpoint_every` steps) and summary.json with the test
+    accuracy of the best checkpoint. `should_stop` is polled between segments of steps;
+    when it says so, a checkpoint is written and `Stopped` is raised.
     """
     started = time.perf_counter()
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(config), indent=2) + "\n")
-    batch_size, steps = config.train.batch_size, steps_per_epoch(config)
-    keys = run_keys(config.train.seed)
-    state = create_train_state(config, keys["init"])
-    parameter_count = sum(leaf.size for leaf in jax.tree.leaves(state.params))
-    log(f"model: {parameter_count:,} parameters; {len(data.train.labels):,} training, "
-        f"{len(data.validation.labels):,} validation images; device {jax.devices()[0].platform}")
-
-    history: list[dict] = []
+    lead = parallel.is_lead()  # only process 0 logs and writes files; every process saves checkpoints
+    log = log if lead else (lambda line: None)
+    mesh = parallel.data_mesh()
+    parallel.check_divisible(config, mesh)
+    replicated = parallel.replicated(mesh)
+    if lead:
+        _write_config(workdir, config)
+    steps_in_epoch, total_steps = steps_per_epoch(config), config.train.epochs * steps_per_epoch(config)
+    keys = jax.jit(run_keys, out_shardings=replicated)(config.train.seed)
     manager = checkpoint.open_manager(workdir / checkpoint.CHECKPOINTS, keep=config.train.keep_checkpoints)
     try:
-        for epoch in range(1, config.train.epochs + 1):
-            order = epoch_order(keys["order"], epoch, len(data.train.labels))[: steps * batch_size]
-            state, train_metrics = _train_epoch(state, data.train, order, batch_size, keys["dropout"], epoch, config)
-            val = evaluate(state, data.validation.images, data.validation.labels, config.train.eval_batch_size)
-            record = {"epoch": epoch, "step": int(state.step), **train_metrics,
-                      "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-            history.append(record)
-            with open(workdir / "metrics.jsonl", "a") as metrics_file:
-                metrics_file.write(json.dumps(record) + "\n")
-            plot_history(history, workdir)
-            checkpoint.save(manager, state, config, {"val_accuracy": val["accuracy"], "val_loss": val["loss"]})
-            log(f"epoch {epoch}/{config.train.epochs}  "
-                f"train loss {record['train_loss']:.4f} acc {100 * record['train_accuracy']:.2f}%  "
-                f"val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%  "
-                f"{record['images_per_second']:,.0f} img/s")
-        manager.wait_until_finished()
+        state, progress = _start(config, workdir, keys, replicated, log)
+        history = _read_history(workdir, int(progress["step"]), rewrite=lead)
+        loop = make_loop(config, data.train, keys, mesh)
+        step = int(progress.pop("step"))
+        parameter_count = sum(leaf.size for leaf in jax.tree.leaves(state.params))
+        log(f"model: {parameter_count:,} parameters; {len(data.train.labels):,} training, "
+            f"{len(data.validation.labels):,} validation images; {type(loop).__name__} on "
+            f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} process(es)")
+        bar, compiled = None, False
+        while step < total_steps:
+            epoch = step // steps_in_epoch + 1
+            if bar is None:
+                bar = _progress_bar(epoch, config.train.epochs, steps_in_epoch, step % steps_in_epoch, lead)
+            count = segment_length(step, steps_in_epoch, config.train.checkpoint_every, loop.limit)
+            segment_started = time.perf_counter()
+            state, metrics = loop.run(state, step, count)
+            metrics = parallel.to_host(metrics)
+            _check_finite(metrics["loss"], step, workdir)
+            step += count
+            # The process's first segment includes compiling: keep it out of images/s.
+            _accumulate(progress, metrics, config.train.batch_size, time.perf_counter() - segment_started, compiled)
+            compiled = True
+            bar.update(count)
+            bar.set_postfix(loss=f"{progress['loss_sum'] / progress['seen']:.4f}",
+                            acc=f"{100 * progress['correct_sum'] / progress['seen']:.2f}%")
+            if step % steps_in_epoch == 0:
+                bar.close()
+                bar = None
+                record = _end_epoch(config, workdir, state, step, data, progress, history, replicated, lead)
+                _save(manager, step, state, config,
+                      {"val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}, {}, workdir)
+                log(_epoch_line(record, config.train.epochs))
+                progress = _new_progress()
+            elif config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
+                _save(manager, step, state, config, None, progress, workdir)
+            if should_stop() and step < total_steps:
+                if int(manager.latest_step() or -1) != step:
+                    _save(manager, step, state, config, None, progress, workdir)
+                raise Stopped(step, steps_in_epoch)
     finally:
-        manager.close()  # waits for a save in flight, so a stopped run keeps complete checkpoints
+        checkpoint.finish(manager)  # waits for a save in flight, so a stopped run keeps complete checkpoints
+    return _final_test(config, workdir, data, history, started, parameter_count, lead)
 
+
+def _write_config(workdir: Path, config: Config) -> None:
+    """Writes config.json for a new run; for an existing one, refuses a different config."""
+    path = workdir / "config.json"
+    if path.exists():
+        saved = config_lib.from_dict(json.loads(path.read_text()))
+        if differences := config_lib.differences(saved, config):
+            raise UserError(f"{workdir} holds a run of another config ({'; '.join(differences)}); "
+                            "resume it without config flags, or pass --fresh to start over")
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_lib.to_dict(config), indent=2) + "\n")
+
+
+def _start(config: Config, workdir: Path, keys: dict, sharding, log: Callable[[str], None]):
+    """Returns (state, epoch progress with its "step"): restored from the latest checkpoint, or fresh."""
+    directory = workdir / checkpoint.CHECKPOINTS
+    steps = checkpoint.saved_steps(directory)
+    if not steps:
+        state = jax.jit(create_train_state, static_argnums=0, out_shardings=sharding)(config, keys["init"])
+        return state, {**_new_progress(), "step": 0}
+    try:
+        state, progress = checkpoint.restore_for_resume(directory, steps[-1], config, sharding)
+    except checkpoint.DamagedCheckpoint as damaged:
+        raise UserError(f"{damaged}; {_intact_hint(directory, steps[:-1], config, workdir)}") from None
+    log(f"resuming {workdir} from step {steps[-1]}")
+    return state, {**_new_progress(), **progress, "step": steps[-1]}
+
+
+def _intact_hint(directory: Path, older: list[int], config: Config, workdir: Path) -> str:
+    """Says which older step restores, and the command that resumes from it."""
+    for step in reversed(older):
+        try:
+            checkpoint.restore_for_resume(directory, step, config)
+        except checkpoint.DamagedCheckpoint:
+            continue
+        return (f"to resume from step {step}, the newest intact one, run: "
+                f"bin/train --workdir {workdir} --from-step {step}")
+    return f"no intact checkpoint is left; start over with: bin/train --workdir {workdir} --fresh"
+
+
+def _read_history(workdir: Path, step: int, rewrite: bool) -> list[dict]:
+    """Returns the epoch records up to `step`; with `rewrite`, drops any later ones from metrics.jsonl."""
+    path = workdir / METRICS
+    if not path.exists():
+        return []
+    history = [record for record in map(json.loads, path.read_text().splitlines()) if record["step"] <= step]
+    if rewrite:
+        path.write_text("".join(json.dumps(record) + "\n" for record in history))
+    return history
+
+
+def _new_progress() -> dict[str, float]:
+    return {"loss_sum": 0.0, "correct_sum": 0.0, "seen": 0, "seconds": 0.0, "steady_seconds": 0.0, "steady_seen": 0}
+
+
+def _accumulate(progress: dict, metrics: dict, batch_size: int, seconds: float, steady: bool) -> None:
+    """Adds one segment's per-step metrics and time to the epoch's running sums (in place)."""
+    count = len(metrics["loss"]) * batch_size
+    if steady:
+        progress["steady_seconds"] += seconds
+        progress["steady_seen"] += count
+    progress["loss_sum"] += float(np.sum(metrics["loss"])) * batch_size
+    progress["correct_sum"] += float(np.sum(metrics["accuracy"])) * batch_size
+    progress["seen"] += count
+    progress["seconds"] += seconds
+
+
+def _check_finite(losses: np.ndarray, first_step: int, workdir: Path) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if len(bad):
+        _diverged(f"training loss became {losses[bad[0]]} at step {first_step + bad[0] + 1}", workdir)
+
+
+def _save(manager, step: int, state, config: Config, metrics: dict | None, progress: dict, workdir: Path) -> None:
+    """Saves a checkpoint, unless the parameters are no longer finite (then the run stops)."""
+    if not all(parallel.to_host(jax.tree.leaves(jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), state.params)))):
+        _diverged(f"the parameters became non-finite by step {step}", workdir)
+    checkpoint.save(manager, step, state, config, metrics, progress)
+
+
+def _diverged(what: str, workdir: Path):
+    steps = checkpoint.saved_steps(workdir / checkpoint.CHECKPOINTS)
+    kept = f"the last good checkpoint is step {steps[-1]}" if steps else "no checkpoint had been written"
+    raise UserError(f"{what}; {kept}; lower train.learning_rate and train again with --fresh")
+
+
+def _progress_bar(epoch: int, epochs: int, steps_in_epoch: int, done: int, lead: bool) -> tqdm:
+    return tqdm(total=steps_in_epoch, initial=done, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False,
+                dynamic_ncols=True, disable=None if lead else True)
+
+
+def _end_epoch(config: Config, workdir: Path, state, step: int, data: Splits, progress: dict,
+               history: list[dict], sharding, lead: bool) -> dict:
+    """Evaluates on validation; process 0 appends the epoch's record to metrics.jsonl and redraws the plots."""
+    val = evaluate(state, data.validation.images, data.validation.labels, config.train.eval_batch_size,
+                   parallel.batch_sharding(sharding.mesh))
+    record = {
+        "epoch": step // steps_per_epoch(config),
+        "step": step,
+        "train_loss": progress["loss_sum"] / progress["seen"],
+        "train_accuracy": progress["correct_sum"] / progress["seen"],
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "train_seconds": progress["seconds"],
+        "images_per_second": (progress["steady_seen"] / progress["steady_seconds"]
+                              if progress["steady_seconds"] > 0 else math.nan),
+        "time": time.time(),
+    }
+    history.append(record)
+    if lead:
+        with open(workdir / METRICS, "a") as metrics_file:
+            metrics_file.write(json.dumps(record) + "\n")
+        plot_history(history, workdir)
+    return record
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    return (f"epoch {record['epoch']}/{epochs}  "
+            f"train loss {record['train_loss']:.4f} acc {100 * record['train_accuracy']:.2f}%  "
+            f"val loss {record['val_loss']:.4f} acc {100 * record['val_accuracy']:.2f}%  "
+            f"{record['images_per_second']:,.0f} img/s")
+
+
+def _final_test(config: Config, workdir: Path, data: Splits, history: list[dict], started: float,
+                parameter_count: int, lead: bool) -> dict:
+    """Tests the checkpoint with the best validation accuracy (each process on its own first device);
+    process 0 writes summary.json. Returns the summary."""
     best = checkpoint.restore(workdir, "best")
     test = evaluate(best.state, data.test.images, data.test.labels, config.train.eval_batch_size)
     best_record = next(r for r in history if r["step"] == best.step)
@@ -94,45 +249,6 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
         "device": str(jax.devices()[0].device_kind),
         "jax_version": jax.__version__,
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if lead:
+        (workdir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _train_epoch(state, split: Split, order: np.ndarray, batch_size: int, dropout_key: jax.Array,
-                 epoch: int, config: Config):
-    """Runs one epoch of `train_step` with a live progress bar; returns (state, epoch metrics)."""
-    steps = len(order) // batch_size
-    loss_sum = correct_sum = 0.0
-    seen = 0
-    pending = []
-    first_step_seconds = 0.0
-    started = time.perf_counter()
-    with tqdm(total=steps, desc=f"epoch {epoch}/{config.train.epochs}", unit="step", leave=False,
-              dynamic_ncols=True, disable=None) as bar:
-        for index in range(steps):
-            rows = order[index * batch_size : (index + 1) * batch_size]
-            state, metrics = train_step(state, {"image": split.images[rows], "label": split.labels[rows]}, dropout_key)
-            pending.append(metrics)
-            if index == 0:
-                jax.block_until_ready(metrics)  # time the first step (and its compile) on its own
-                first_step_seconds = time.perf_counter() - started
-            if len(pending) == LOG_EVERY or index == steps - 1:
-                fetched = jax.device_get(pending)
-                losses = np.array([m["loss"] for m in fetched])
-                if not np.all(np.isfinite(losses)):
-                    raise UserError(f"training loss became {losses[~np.isfinite(losses)][0]} near step "
-                                    f"{int(state.step)}; lower train.learning_rate")
-                loss_sum += losses.sum() * batch_size
-                correct_sum += sum(m["accuracy"] for m in fetched) * batch_size
-                seen += len(fetched) * batch_size
-                bar.update(len(fetched))
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct_sum / seen:.2f}%")
-                pending = []
-    seconds = time.perf_counter() - started
-    steady = seconds - first_step_seconds
-    return state, {
-        "train_loss": float(loss_sum / seen),
-        "train_accuracy": float(correct_sum / seen),
-        "train_seconds": seconds,
-        "images_per_second": (steps - 1) * batch_size / steady if steps > 1 and steady > 0 else math.nan,
-    }

@@ -1,9 +1,10 @@
-"""Matplotlib figures of a run's history (no pyplot: safe in threads and without a display)."""
+"""Matplotlib figures: a run's history, evaluation results, augmented digits (no pyplot: safe in threads)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 CURVES = {
@@ -36,3 +37,95 @@ def plot_history(history: list[dict], directory: Path) -> list[Path]:
         figure.savefig(path)
         paths.append(path)
     return paths
+
+
+def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> Path:
+    """Writes the confusion matrix (10, 10) of counts (row = true digit) with every count printed."""
+    figure = Figure(figsize=(6, 5.4), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    # Log colours: the off-diagonal errors (a handful each) stay visible beside diagonals of ~1,000.
+    image = axes.imshow(np.log1p(confusion), cmap="Blues")
+    for (row, col), count in np.ndenumerate(confusion):
+        if count:
+            dark = image.norm(np.log1p(count)) > 0.6
+            axes.text(col, row, str(count), ha="center", va="center", fontsize=7 if row == col else 8,
+                      color="white" if dark else "black")
+    axes.set_xticks(range(10))
+    axes.set_yticks(range(10))
+    axes.set_xlabel("predicted digit")
+    axes.set_ylabel("true digit")
+    axes.set_title(title)
+    figure.savefig(path)
+    return Path(path)
+
+
+def plot_misclassified(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, path: Path,
+                       limit: int = 60, columns: int = 10) -> Path:
+    """Writes a gallery of the wrongly predicted digits, most confident mistakes first.
+
+    images: uint8 (N, 28, 28, 1); labels: (N,); probabilities: (N, 10). Each digit is titled
+    with its true label and the predicted one with its probability (and the true one's).
+    """
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    shown = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit]
+    rows = max(1, -(-len(shown) // columns))
+    figure = Figure(figsize=(columns * 0.95, rows * 1.25 + 0.4), dpi=100, layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, index in zip(grid.flat, shown, strict=False):
+        axes.imshow(images[index, :, :, 0], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        guess, truth = predicted[index], labels[index]
+        axes.set_title(f"{truth}→{guess} {100 * probabilities[index, guess]:.0f}%\n"
+                       f"p({truth}) {100 * probabilities[index, truth]:.0f}%", fontsize=7)
+    figure.suptitle(f"{len(wrong)} misclassified of {len(labels):,}"
+                    + (f" (the {len(shown)} most confident shown)" if len(shown) < len(wrong) else "")
+                    + ": true→predicted", fontsize=9)
+    figure.savefig(path)
+    return Path(path)
+
+
+def plot_calibration(bins: dict, path: Path, title: str) -> Path:
+    """Writes a reliability diagram: accuracy vs confidence per bin, and how many predictions each holds.
+
+    bins: `evaluation.calibration`'s result (edges, count, accuracy, confidence, ece).
+    """
+    figure = Figure(figsize=(5.5, 6), dpi=100, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    edges, count = bins["edges"], bins["count"]
+    width, used = np.diff(edges), count > 0
+    top.bar(edges[:-1][used], bins["accuracy"][used], width=width[used], align="edge", edgecolor="black",
+            linewidth=0.5, label="accuracy")
+    centres = (edges[:-1] + width / 2)[used]
+    top.plot(centres, bins["confidence"][used], "_", color="tab:red", markersize=16, markeredgewidth=2.5,
+             label="mean confidence")
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"{title}\nexpected calibration error {100 * bins['ece']:.2f}%")
+    top.legend(loc="upper left", fontsize="small")
+    bottom.bar(edges[:-1], np.maximum(count, 0.8), width=width, align="edge", color="gray")  # log axis: 0 -> floor
+    bottom.set_yscale("log")
+    bottom.set_ylim(0.8, None)
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("predictions")
+    figure.savefig(path)
+    return Path(path)
+
+
+def plot_augmentations(rows: list[tuple[str, np.ndarray]], path: Path) -> Path:
+    """Writes a grid of digits: one row per (title, float images (K, 28, 28, 1) in [0, 1])."""
+    columns = max(len(images) for _, images in rows)
+    figure = Figure(figsize=(columns * 0.8 + 1.6, len(rows) * 0.85), dpi=100, layout="constrained")
+    grid = figure.subplots(len(rows), columns, squeeze=False)
+    for (title, images), line in zip(rows, grid, strict=True):
+        line[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+        for axes, image in zip(line, images, strict=False):
+            axes.imshow(image[:, :, 0], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        for axes in line:
+            axes.set_xticks([])
+            axes.set_yticks([])
+    figure.savefig(path)
+    return Path(path)

@@ -7,15 +7,15 @@ float32 (B,) marking the real (not padding) rows.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-from mnist_jax.config import Config, TrainConfig
+from mnist_jax import parallel
+from mnist_jax.augment import augment as augment_images
+from mnist_jax.config import AugmentConfig, Config, TrainConfig
 from mnist_jax.models import create_model, init_params
 
 
@@ -67,15 +67,18 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
-    """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"}.
+def update(state: TrainState, batch: dict, rng: jax.Array,
+           augment: AugmentConfig | None = None) -> tuple[TrainState, dict]:
+    """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"} (scalars).
 
-    Dropout's key is `fold_in(rng, state.step)`, so a run is a function of its seed. The
-    input state is donated: do not use it after the call.
+    Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
+    run is a function of its seed. `augment` (static) distorts the batch on the device first.
+    This is the body every loop form runs; `train_step` is its jitted, donating version.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     images = scale_images(batch["image"])
+    if augment is not None and augment.enabled:
+        images = augment_images(images, jax.random.fold_in(dropout_rng, 1), augment)
 
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
@@ -84,6 +87,10 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
+
+
+# The input state is donated: do not use it after the call.
+train_step = jax.jit(update, donate_argnums=0, static_argnames="augment")
 
 
 @jax.jit
@@ -98,16 +105,22 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     }
 
 
-def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, float]:
+def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int,
+             sharding: jax.sharding.NamedSharding | None = None) -> dict[str, float]:
     """Returns mean {"loss", "accuracy"} over all images (N, 28, 28, 1), in fixed-size batches.
 
-    The last batch is padded (and masked) so `eval_step` compiles once.
+    The last batch is padded (and masked) so `eval_step` compiles once. With `sharding`, each
+    batch is split over its mesh, each process putting only its share.
     """
     totals = None
     for batch in padded_batches(images, batch_size, labels=labels):
+        if sharding is None:
+            batch = jax.device_put(batch)  # explicit: no implicit transfers (see jax.transfer_guard)
+        else:
+            batch = parallel.global_batch({name: parallel.local_share(rows) for name, rows in batch.items()}, sharding)
         sums = eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
+    totals = parallel.to_host(totals)
     return {"loss": float(totals["loss"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
 
 

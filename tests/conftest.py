@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,38 @@ SHORT_RUN = ["--preset", "default", "--data.train_size", "10000", "--train.batch
 SHORT_RUN_MIN_TEST_ACCURACY = 0.95
 
 
-def run_tool(tool: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+def run_tool(tool: str, *args: str, timeout: float = 600, env_extra: dict | None = None,
+             **kwargs) -> subprocess.CompletedProcess:
     """Runs `python -m mnist_jax.cli.<tool> ARGS` and returns the finished process (text output)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", f"mnist_jax.cli.{tool}", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
+
+
+def start_tool(tool: str, *args: str) -> subprocess.Popen:
+    """Starts `python -m mnist_jax.cli.<tool> ARGS` in the background, with SIGINT handled as usual.
+
+    Python ignores SIGINT if it started ignored (as in a background job): the launcher restores it.
+    """
+    launcher = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                f"sys.argv = [{tool!r}, *{list(args)!r}]; "
+                f"runpy.run_module('mnist_jax.cli.{tool}', run_name='__main__')")
+    return subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def committed_steps(workdir: Path) -> list[int]:
+    """Steps whose save has completed (Orbax renames a finished temporary directory to the step)."""
+    directory = workdir / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+
+
+def wait_for_checkpoint(process: subprocess.Popen, workdir: Path, timeout: float = 120) -> list[int]:
+    """Polls until `workdir` has a committed checkpoint (or the process ended); returns the steps."""
+    deadline = time.monotonic() + timeout
+    while not committed_steps(workdir) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return committed_steps(workdir)
 
 
 @pytest.fixture(scope="session")

@@ -39,11 +39,16 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"optim.lr": "1"}, "unknown config section 'optim'"),
     ({"train.epochs": "1.5"}, "invalid train.epochs=1.5: must be an integer"),
     ({"train.learning_rate": "fast"}, "invalid train.learning_rate=fast: must be a number"),
-    ({"train.learning_rate": "0"}, "invalid train.learning_rate=0.0: must be greater than 0"),
+    ({"train.learning_rate": "0"}, "invalid train.learning_rate=0.0: must be a finite number greater than 0"),
+    ({"train.learning_rate": "-0.1"}, "invalid train.learning_rate=-0.1: must be a finite number greater than 0"),
+    ({"train.learning_rate": "inf"}, "invalid train.learning_rate=inf: must be a finite number greater than 0"),
+    ({"train.loop": "gpu"}, "invalid train.loop=gpu: must be one of auto, host, device"),
+    ({"train.checkpoint_every": "-5"}, "invalid train.checkpoint_every=-5: must be 0 (epoch ends only)"),
     ({"model.dropout": "1"}, "invalid model.dropout=1.0: must be in [0, 1)"),
     ({"model.kernel_sizes": "3"}, "invalid model.kernel_sizes=3: must be one size per conv layer"),
     ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
-    ({"data.validation_size": "60000"}, "invalid data.validation_size=60000: must be between 1 and 59999"),
+    ({"data.validation_size": "30000"},
+     "invalid data.validation_size=30000: must be between 1 and 29999 (smaller than what is left for training)"),
 ])
 def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
     with pytest.raises(UserError) as error:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import config as config_lib
-from mnist_jax.fit import epoch_order, run_keys
+from mnist_jax.loops import epoch_order, run_keys
 from mnist_jax.train import create_train_state, eval_step, evaluate, train_step
 
 

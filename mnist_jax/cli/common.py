@@ -38,13 +38,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="directory with the four MNIST IDX files, for --data-source idx")
 
 
-def prepare_data(args: argparse.Namespace) -> Path:
-    """Prepares MNIST as the data flags say; returns the data directory."""
+def prepare_data(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
+    """Prepares MNIST as the data flags say, reporting through `log`; returns the data directory."""
     from mnist_jax import dataset
 
     source = "idx" if args.idx_dir is not None and args.data_source == "auto" else args.data_source
     data_dir = args.data_dir or dataset.default_data_dir()
-    dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir)
+    dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir, log=log)
     return data_dir
 
 
@@ -57,6 +57,9 @@ def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] |
             return main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
+            # Reads abandoned by a failed restore are collected at exit and would print their own
+            # tracebacks of the error just reported.
+            sys.unraisablehook = lambda unraisable: None
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)

@@ -1,16 +1,18 @@
-"""bin/train: prepare MNIST, train a preset, report the test accuracy of the best checkpoint."""
+"""bin/train: prepare MNIST, train a preset (or resume a run), report the test accuracy of the best checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.common import EXIT_INTERRUPTED, add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.errors import UserError
 
 
@@ -21,12 +23,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "preset can be overridden, e.g. --train.epochs 3 --model.conv_features 16,32.",
         allow_abbrev=False,
     )
-    parser.add_argument("--preset", default="default", help=f"named config: {', '.join(config_lib.PRESETS)}")
+    parser.add_argument("--preset", help=f"named config: {', '.join(config_lib.PRESETS)} (default: default)")
     parser.add_argument("--config", type=Path, help="JSON file of config fields, applied over the preset")
-    parser.add_argument("--workdir", type=Path, help="run directory (default: RUNS_DIR/<preset>-<date>-<time>)")
+    parser.add_argument("--workdir", type=Path,
+                        help="run directory (default: RUNS_DIR/<preset>-<date>-<time>); "
+                             "an existing run there is resumed from its latest checkpoint")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start the run in --workdir over, deleting its checkpoints and metrics")
+    parser.add_argument("--from-step", type=int, metavar="STEP",
+                        help="resume from checkpoint STEP; later steps are moved to discarded-checkpoints/")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
                         help="where new run directories go; RUNS_DIR/latest points at the newest")
     add_data_arguments(parser)
+    cluster = parser.add_argument_group(
+        "several processes (one per host; each sees its local devices; all use the same --workdir)")
+    cluster.add_argument("--coordinator", metavar="HOST:PORT",
+                         help="address of process 0, which all processes connect to (env MNIST_JAX_COORDINATOR)")
+    cluster.add_argument("--num-processes", type=int, metavar="N", help="env MNIST_JAX_NUM_PROCESSES")
+    cluster.add_argument("--process-id", type=int, metavar="I", help="0 .. N-1 (env MNIST_JAX_PROCESS_ID)")
+    cluster.add_argument("--heartbeat-timeout", type=int, metavar="SECONDS",
+                         help="a process silent this long counts as dead and the others stop (default 100)")
     defaults = config_lib.to_dict(config_lib.PRESETS["default"])
     group = parser.add_argument_group("config fields (default preset's values shown)")
     for name in config_lib.field_names():
@@ -39,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     """Returns preset, then --config file, then --section.field flags, validated."""
-    config = config_lib.get_preset(args.preset)
+    config = config_lib.get_preset(args.preset or "default")
     if args.config is not None:
         try:
             values = json.loads(args.config.read_text())
@@ -50,23 +66,63 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     return config_lib.override(config, overrides)
 
 
-def choose_workdir(args: argparse.Namespace) -> Path:
-    """Returns a new, writable run directory; refuses one that already holds checkpoints."""
-    workdir = args.workdir or args.runs_dir / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (workdir / "checkpoints").exists():  # checkpoint.CHECKPOINTS; importing it here would load JAX first
-        raise UserError(f"{workdir} already holds a training run; pass a new --workdir")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "loss.png")
+
+
+def config_flags_given(args: argparse.Namespace) -> bool:
+    return args.preset is not None or args.config is not None or any(
+        "." in name and value is not None for name, value in vars(args).items())
+
+
+def choose_config(args: argparse.Namespace, workdir: Path) -> config_lib.Config:
+    """Returns the config to train: the run's own when resuming (flags must agree), else the flags'."""
+    saved_path = workdir / "config.json"
+    if args.fresh or not saved_path.exists():
+        if (workdir / "checkpoints").exists() and not args.fresh:
+            raise UserError(f"{workdir} holds checkpoints but no config.json; pass --fresh to start over there")
+        return resolve_config(args)
+    try:
+        saved = config_lib.from_dict(json.loads(saved_path.read_text()))
+    except ValueError as error:
+        raise UserError(f"cannot read {saved_path} ({error}); pass --fresh to start over") from None
+    if config_flags_given(args) and (differences := config_lib.differences(saved, resolve_config(args))):
+        raise UserError(f"{workdir} holds a run of another config ({'; '.join(differences)}); "
+                        "resume it without config flags, or pass --fresh to start over")
+    return saved
+
+
+def prepare_workdir(args: argparse.Namespace, workdir: Path) -> None:
+    """Makes `workdir` ready: created and writable; emptied of the old run with --fresh;
+    with --from-step N, steps after N moved to discarded-checkpoints/."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
     except OSError as error:
-        raise UserError(f"cannot create run directory {workdir} ({error.strerror}); pass another --workdir") from None
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"run directory {workdir} is not writable; pass another --workdir")
-    return workdir
+        raise UserError(f"cannot write run directory {workdir} ({error.strerror}); pass another --workdir") from None
+    if args.fresh:
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+        for name in RUN_FILES:
+            (workdir / name).unlink(missing_ok=True)
+    if args.from_step is not None:
+        discard_after(workdir / "checkpoints", args.from_step)
+
+
+def discard_after(directory: Path, step: int) -> None:
+    """Moves the checkpoint steps after `step` aside, so training resumes from `step`."""
+    steps = sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()) if directory.is_dir() else []
+    if step not in steps:
+        raise UserError(f"no checkpoint step {step} in {directory}; available: {', '.join(map(str, steps)) or 'none'}")
+    aside = directory.parent / "discarded-checkpoints"
+    aside.mkdir(exist_ok=True)
+    for later in (s for s in steps if s > step):
+        (directory / str(later)).rename(aside / f"{later}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def point_latest(runs_dir: Path, workdir: Path) -> None:
     """Makes RUNS_DIR/latest a symlink to `workdir` when the run lives in RUNS_DIR."""
-    if workdir.absolute().parent != runs_dir.absolute():
+    if workdir.absolute().parent != runs_dir.absolute() or workdir.name == "latest":
         return
     latest = runs_dir / "latest"
     if latest.is_symlink() or not latest.exists():
@@ -77,28 +133,69 @@ def point_latest(runs_dir: Path, workdir: Path) -> None:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = resolve_config(args)
-    workdir = choose_workdir(args)
+    workdir = args.workdir or args.runs_dir / f"{args.preset or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = choose_config(args, workdir)
+    if (workdir / "summary.json").exists() and not args.fresh:
+        summary = json.loads((workdir / "summary.json").read_text())
+        print(f"{workdir} is finished: test accuracy {100 * summary['test_accuracy']:.2f}%; "
+              "pass --fresh to train it again, or a new --workdir")
+        return 0
+    prepare_workdir(args, workdir)
     quiet_libraries()
-    from mnist_jax import checkpoint, dataset, fit
+    from mnist_jax import dataset, fit, parallel
 
-    data = dataset.split(dataset.load(prepare_data(args)), config.data)
-    print(f"run: {workdir} (preset {args.preset})")
-    try:
-        summary = fit.train_and_evaluate(config, workdir, data)
-    except KeyboardInterrupt:
-        saved = workdir / checkpoint.CHECKPOINTS
-        if checkpoint.saved_steps(saved):
-            print(f"\ninterrupted: the checkpoints already written are intact in {saved}", file=sys.stderr)
-        else:
-            print("\ninterrupted before the first checkpoint (written after each epoch); nothing was saved",
-                  file=sys.stderr)
-        return EXIT_INTERRUPTED
-    point_latest(args.runs_dir, workdir)
+    parallel.initialize(parallel.Cluster.from_environment(
+        coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
+        heartbeat_timeout=args.heartbeat_timeout))
+    lead = parallel.is_lead()
+    data = dataset.split(dataset.load(prepare_data(args, log=print if lead else lambda line: None)), config.data)
+    if lead:
+        point_latest(args.runs_dir, workdir)
+        print(f"run: {workdir}")
+    with StopOnSignal() as stop:
+        try:
+            summary = fit.train_and_evaluate(config, workdir, data, should_stop=stop.requested)
+        except fit.Stopped as stopped:
+            epoch, done = divmod(stopped.step, stopped.steps_in_epoch)
+            if not lead:
+                return stop.exit_code
+            print(f"\n{stop.signal_name}: stopped at step {stopped.step} (epoch {epoch + 1}, step {done} of "
+                  f"{stopped.steps_in_epoch}); its checkpoint is complete in {workdir / 'checkpoints'}\n"
+                  f"resume with: bin/train --workdir {workdir}", file=sys.stderr)
+            return stop.exit_code
+    if not lead:
+        return 0
     print(f"test accuracy {100 * summary['test_accuracy']:.2f}% (checkpoint of epoch {summary['best_epoch']}, "
           f"validation {100 * summary['best_val_accuracy']:.2f}%) after {summary['total_seconds']:.0f} s")
     print(f"run written to {workdir}: config.json metrics.jsonl accuracy.png loss.png checkpoints/ summary.json")
     return 0
+
+
+class StopOnSignal:
+    """While active, the first SIGINT or SIGTERM asks training to stop after a checkpoint.
+
+    A second SIGINT stops at once (KeyboardInterrupt); finished checkpoints stay intact.
+    """
+
+    def __enter__(self):
+        self.signal_name, self.exit_code = None, 0
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        print(f"\n{self.signal_name}: finishing the current steps and writing a checkpoint "
+              "(Ctrl-C again to stop at once)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""bin/evaluate: accuracy, per-class accuracy, confusions, mistakes and calibration of one run or an ensemble."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.errors import UserError
+
+FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate",
+        description="Evaluate a trained run, or several together as an ensemble (mean of their probabilities), "
+                    "on the MNIST test split: overall and per-class accuracy, a confusion matrix, the "
+                    "misclassified digits and a reliability diagram.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--run", type=Path, action="append", dest="runs", metavar="RUN",
+                        help="run directory, its checkpoints/ directory or one step's directory; repeat it for "
+                             "an ensemble (default: runs/latest)")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best (by validation accuracy, the default), latest, or a step")
+    parser.add_argument("--split", default="test", choices=("test", "validation"),
+                        help="test (default) or the validation images the runs held out")
+    parser.add_argument("--tta", type=int, default=1, metavar="N",
+                        help="test-time augmentation: average over the image and N-1 small random distortions "
+                             "of it (fixed key; default 1: off)")
+    parser.add_argument("--out", type=Path,
+                        help="directory for summary.json and the figures (default: RUN/evaluation/<split>..., "
+                             "RUN being the first run)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_data_arguments(parser)
+    return parser
+
+
+def default_out(run_dir: Path, split: str, runs: int, views: int) -> Path:
+    """Returns RUN/evaluation/<split>[-ensembleK][-ttaN]: different evaluations never overwrite each other."""
+    name = split + (f"-ensemble{runs}" if runs > 1 else "") + (f"-tta{views}" if views > 1 else "")
+    return run_dir / "evaluation" / name
+
+
+def make_out_dir(path: Path) -> Path:
+    """Creates `path` if needed; raises UserError when it cannot be created or written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output directory {path} ({error.strerror}); pass another --out") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"output directory {path} is not writable; pass another --out")
+    return path
+
+
+def labelled_split(args: argparse.Namespace, restored: list) -> tuple:
+    """Returns (images, labels) of the chosen split; validation needs every run to hold out the same images."""
+    from mnist_jax import dataset
+
+    sizes = {run.config.data.validation_size for run in restored}
+    if args.split == "validation" and len(sizes) > 1:
+        raise UserError(f"the runs held out different validation images (validation_size "
+                        f"{', '.join(map(str, sorted(sizes)))}); evaluate them on --split test or one at a time")
+    data_dir = prepare_data(args, log=lambda line: print(line, file=sys.stderr))  # stdout holds only results
+    splits = dataset.split(dataset.load(data_dir), restored[0].config.data)
+    return getattr(splits, args.split)
+
+
+def print_summary(summary: dict) -> None:
+    runs = summary["runs"]
+    what = runs[0]["run"] if len(runs) == 1 else f"an ensemble of {len(runs)} runs"
+    tta = f", test-time augmentation over {summary['tta']} views" if summary["tta"] > 1 else ""
+    print(f"{what} on the {summary['split']} split ({summary['images']:,} images{tta})")
+    for run in runs:
+        print(f"  {run['run']}: checkpoint step {run['step']}")
+    print(f"accuracy {100 * summary['accuracy']:.2f}% ({summary['errors']} errors), loss {summary['loss']:.4f}, "
+          f"expected calibration error {100 * summary['expected_calibration_error']:.2f}%")
+    print("digit     " + "".join(f"{digit:>8}" for digit in range(10)))
+    print("accuracy  " + "".join(f"{100 * a:7.2f}%" for a in summary["per_class_accuracy"]))
+    print(f"written to {summary['out']}: summary.json {' '.join(FIGURES.values())}")
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tta < 1:
+        parser.error(f"argument --tta: must be at least 1, got {args.tta}")
+    runs = args.runs or [Path("runs/latest")]
+    quiet_libraries()
+    from mnist_jax import checkpoint, evaluation, plots
+
+    restored = [checkpoint.restore(run, args.checkpoint) for run in runs]
+    out = make_out_dir(args.out or default_out(restored[0].directory.parent, args.split, len(runs), args.tta))
+    images, labels = labelled_split(args, restored)
+
+    probabilities = evaluation.ensemble_probabilities([run.state for run in restored], images, args.tta)
+    summary = {
+        "split": args.split, "tta": args.tta,
+        "runs": [{"run": str(path), "step": run.step} for path, run in zip(runs, restored, strict=True)],
+        **evaluation.summarize(probabilities, labels),
+        "out": str(out),
+    }
+    name = restored[0].directory.parent.resolve().name if len(runs) == 1 else f"ensemble of {len(runs)} runs"
+    title = f"{name}, {args.split} split" + (f", {args.tta} test-time views" if args.tta > 1 else "")
+    plots.plot_confusion(evaluation.confusion_matrix(labels, probabilities.argmax(axis=1)),
+                         out / FIGURES["confusion"], f"{title}: accuracy {100 * summary['accuracy']:.2f}%")
+    plots.plot_misclassified(images, labels, probabilities, out / FIGURES["misclassified"])
+    plots.plot_calibration(evaluation.calibration(probabilities, labels), out / FIGURES["calibration"], title)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The two loop forms: same results, one compile, no hidden host/device copies."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_jax import config as config_lib
+from mnist_jax import dataset, fit, parallel
+from mnist_jax.loops import DeviceLoop, HostLoop, make_loop, run_keys, segment_length
+from mnist_jax.train import create_train_state, evaluate, steps_per_epoch
+
+# 20 steps per epoch; device chunks of 7 steps, so segments end inside chunks and at epoch ends.
+SMALL = config_lib.get_preset("tiny").replace(data={"train_size": 640}, train={"batch_size": 32, "epochs": 2,
+                                                                               "chunk_steps": 7})
+
+
+@pytest.fixture(scope="module")
+def splits(mnist):
+    return dataset.split(mnist, SMALL.data)
+
+
+def run_segments(loop, config, state, steps):
+    """Drives `loop` through `steps` global steps the way fit does; returns (state, losses)."""
+    losses, step = [], 0
+    while step < steps:
+        count = segment_length(step, steps_per_epoch(config), config.train.checkpoint_every, loop.limit)
+        state, metrics = loop.run(state, step, count)
+        losses.extend(jax.device_get(metrics["loss"]))
+        step += count
+    return state, np.array(losses)
+
+
+@pytest.mark.parametrize("checkpoint_every, augment", [(0, {}), (5, {"rotation": 8.0, "translation": 1.5})])
+def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment):
+    config = SMALL.replace(train={"checkpoint_every": checkpoint_every}, augment=augment)
+    keys = run_keys(0)
+    steps = 2 * steps_per_epoch(config)
+    host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh()), config,
+                                           create_train_state(config, keys["init"]), steps)
+    device_state, device_losses = run_segments(DeviceLoop(config, splits.train, keys, parallel.data_mesh()), config,
+                                               create_train_state(config, keys["init"]), steps)
+    assert int(host_state.step) == int(device_state.step) == steps
+    np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
+    for host, device in zip(jax.tree.leaves(host_state.params), jax.tree.leaves(device_state.params), strict=True):
+        np.testing.assert_allclose(np.asarray(device), np.asarray(host), rtol=1e-4, atol=1e-5)
+    assert host_losses[-1] < host_losses[0]
+
+
+def test_auto_picks_the_host_loop_on_cpu(splits):
+    assert jax.default_backend() == "cpu"
+    assert isinstance(make_loop(SMALL, splits.train, run_keys(0), parallel.data_mesh()), HostLoop)
+    assert isinstance(make_loop(SMALL.replace(train={"loop": "device"}), splits.train, run_keys(0),
+                                 parallel.data_mesh()), DeviceLoop)
+
+
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_nothing_compiles_after_the_first_epoch(tmp_path, splits, loop):
+    compiles, counting = [], []
+
+    def listener(event, duration, **kwargs):
+        if counting and event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+
+    def log(line):
+        if line.startswith("epoch 1/"):
+            counting.append(True)  # epoch 2's steps, its validation and its checkpoint must reuse everything
+        elif line.startswith("epoch 2/"):
+            counting.clear()
+
+    # With augmentation on: its random transforms must not retrace the step either.
+    config = SMALL.replace(train={"loop": loop, "checkpoint_every": 5},
+                           augment={"rotation": 10.0, "translation": 2.0, "elastic_alpha": 8.0})
+    fit.train_and_evaluate(config, tmp_path / "run", splits, log=log)
+    assert not counting, "the run did not log both epochs"
+    assert compiles == []
+
+
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_the_loop_makes_no_implicit_transfers(splits, loop):
+    config = SMALL.replace(train={"loop": loop})
+    keys = run_keys(0)
+    runner = make_loop(config, splits.train, keys, parallel.data_mesh())
+    state = create_train_state(config, keys["init"])
+    state, _ = run_segments(runner, config, state, 20)  # compile outside the guard
+    count = segment_length(20, steps_per_epoch(config), 0, runner.limit)
+    # The host loop copies each batch explicitly; the device loop copies nothing to the device at all.
+    to_device = "disallow" if loop == "host" else "disallow_explicit"
+    with jax.transfer_guard_host_to_device(to_device), jax.transfer_guard_device_to_host("disallow"), \
+            jax.transfer_guard_device_to_device("disallow"):
+        state, metrics = runner.run(state, 20, count)
+        jax.block_until_ready(state)
+    assert jax.device_get(metrics["loss"]).shape == (count,)
+    with jax.transfer_guard("disallow"):
+        assert 0 < evaluate(state, splits.validation.images, splits.validation.labels, 1000)["accuracy"] <= 1
