@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test data docs evaluation-figures augment-figure clean
+.PHONY: setup train test data docs evaluation-figures augment-figure gallery clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ evaluation-figures: setup
 # docs/augment.png: real training digits and random augmentations of them, one row per transform.
 augment-figure: setup
 	$(VENV)/bin/python -m mnist_jax.cli.augment_figure --out docs/augment.png
+
+# The README's gallery and per-condition table: bin/predict's preprocessing on realistic renders.
+gallery: setup
+	bin/eval-inputs --run $(RUN) --gallery docs/gallery.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,34 +1,86 @@
-"""bin/predict: the digit in each image file, with its probability."""
+"""bin/predict: the digit (or the number) in each image file, with its probability."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from mnist_jax.cli.common import main_guard, quiet_libraries
 from mnist_jax.errors import UserError
 
 EXIT_SOME_FAILED = 1
+FILES_PER_ROUND = 256  # files read, then predicted and printed, per round: output flows on big directories
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mnist_jax.preprocess import MAX_PIXELS
+
     parser = argparse.ArgumentParser(
         prog="predict",
-        description="Predict the digit in each image (PNG, JPEG and other formats Pillow reads; any size, "
-                    "colour or greyscale, dark ink on light paper or the reverse).",
+        description="Predict the digit in each image: PNG, JPEG, BMP, GIF, TIFF or WebP, any size, colour or "
+                    "greyscale, dark ink on light paper or the reverse, photos with uneven light included.",
         allow_abbrev=False,
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, directories (searched recursively) or quoted glob patterns ('**/*.jpg')")
     parser.add_argument("--run", type=Path, default=Path("runs/latest"),
                         help="run directory, its checkpoints/ directory, or one step's directory "
                              "(default: runs/latest, the newest bin/train run)")
     parser.add_argument("--checkpoint", default="best", help="best (by validation accuracy), latest, or a step")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file, with the top-k digits")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per file, with the top-k digits")
+    output.add_argument("--csv", action="store_true", help="CSV with a header line")
     parser.add_argument("--top-k", type=int, default=3, choices=range(1, 11), metavar="K",
-                        help="digits listed per file with --json (1-10, default 3)")
+                        help="digits listed per prediction with --json (1-10, default 3)")
+    parser.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                        help="mark predictions with a probability under P (0-1) as uncertain (default 0: none)")
+    parser.add_argument("--number", action="store_true",
+                        help="each image holds a row of digits (a number such as 2026): read them left to right")
+    parser.add_argument("--show-preprocessed", type=Path, metavar="DIR",
+                        help="write the 28x28 images the model saw into DIR (PNG, named after each file)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                        help=f"refuse images with more pixels than this (default {MAX_PIXELS:,})")
     return parser
+
+
+def read_file(path: Path, number: bool, max_pixels: int) -> list | UserError:
+    """Returns the MNIST-style images (28, 28, 1) in one file (one, or one per digit), or the UserError."""
+    from mnist_jax.preprocess import crop_to_mnist, load_grayscale, to_mnist
+    from mnist_jax.segment import split_digits
+
+    try:
+        gray = load_grayscale(path, max_pixels)
+        return [crop_to_mnist(crop) for crop in split_digits(gray)] if number else [to_mnist(gray)]
+    except UserError as error:
+        return error if str(error).startswith(f"{path}: ") else UserError(f"{path}: {error}")
+
+
+def preprocessed_name(path: Path, index: int | None) -> str:
+    """The --show-preprocessed file for `path` (its digit `index` with --number): its path joined by _."""
+    stem = "_".join(part for part in path.parts if part not in (path.anchor, ".", ".."))
+    return f"{stem}.png" if index is None else f"{stem}.digit{index + 1}.png"
+
+
+def format_result(result, args: argparse.Namespace, width: int) -> str:
+    """The output line for one file's `report.Result`, in the format the flags chose."""
+    from mnist_jax import report
+
+    if args.json:
+        return report.json_row(result, args.number, args.min_confidence)
+    if args.csv:
+        return report.csv_row(result, args.number, args.min_confidence)
+    return report.table_row(result, width, args.number, args.min_confidence)
 
 
 @main_guard
@@ -36,34 +88,58 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     import numpy as np
+    from PIL import Image
 
-    from mnist_jax import checkpoint
+    from mnist_jax import checkpoint, report
+    from mnist_jax.inputs import expand_inputs
     from mnist_jax.predict import predict, top_k
-    from mnist_jax.preprocess import preprocess_file
 
-    run = checkpoint.restore(args.run, args.checkpoint)
-    files, images, failed = [], [], 0
-    for path in args.images:
+    files, failures = expand_inputs(args.images)
+    for line in failures:
+        print(f"error: {line}", file=sys.stderr)
+    if not files:
+        print(f"{len(failures)} of {len(failures)} files could not be read", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    if args.show_preprocessed:
         try:
-            images.append(preprocess_file(path))
-            files.append(path)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failed += 1
-    if images:
-        ranked = top_k(predict(run.state, np.stack(images)), args.top_k)
-        width = max(len(str(path)) for path in files)
-        if not args.json:
-            print(f"{'file':<{width}}  digit  probability")
-        for path, best in zip(files, ranked, strict=True):
-            digit, probability = best[0]
-            if args.json:
-                print(json.dumps({"file": str(path), "digit": digit, "probability": round(probability, 6),
-                                  "top_k": [{"digit": d, "probability": round(p, 6)} for d, p in best]}))
-            else:
-                print(f"{str(path):<{width}}  {digit:>5}  {100 * probability:10.2f}%")
+            args.show_preprocessed.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create {args.show_preprocessed} for --show-preprocessed "
+                            f"({error.strerror})") from None
+    run = checkpoint.restore(args.run, args.checkpoint)
+    width = max([len(str(path)) for path in files] + [4])
+    if args.csv:
+        print(report.csv_line(report.CSV_NUMBER_COLUMNS if args.number else report.CSV_COLUMNS))
+    elif not args.json:
+        print(report.table_header(width, args.number))
+    failed = len(failures)
+    read = partial(read_file, number=args.number, max_pixels=args.max_pixels)
+    ranks = args.top_k if args.json else 2  # the table and CSV show a runner-up
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start in range(0, len(files), FILES_PER_ROUND):
+            chunk = files[start : start + FILES_PER_ROUND]
+            good = []
+            for path, outcome in zip(chunk, pool.map(read, chunk), strict=True):
+                if isinstance(outcome, UserError):
+                    print(f"error: {outcome}", file=sys.stderr)
+                    failed += 1
+                else:
+                    good.append((path, outcome))
+            if not good:
+                continue
+            images = np.stack([image for _, digits in good for image in digits])
+            rankings = iter(top_k(predict(run.state, images), ranks))
+            for path, digits in good:
+                print(format_result(report.Result(path, [next(rankings) for _ in digits]), args, width))
+                if args.show_preprocessed:
+                    for index, image in enumerate(digits):
+                        name = preprocessed_name(path, index if args.number else None)
+                        Image.fromarray(image[:, :, 0]).save(args.show_preprocessed / name)
+            sys.stdout.flush()
+    if args.show_preprocessed:
+        print(f"the images the model saw are in {args.show_preprocessed}", file=sys.stderr)
     if failed:
-        print(f"{failed} of {len(args.images)} files could not be read", file=sys.stderr)
+        print(f"{failed} of {len(files) + len(failures)} files could not be read", file=sys.stderr)
         return EXIT_SOME_FAILED
     return 0
 

@@ -1,0 +1,64 @@
+"""The evaluation's renders: reproducible from a seed, real image files, the digit still in them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import run_tool
+from PIL import Image
+
+from mnist_jax import checkpoint
+from mnist_jax.predict import predict
+from mnist_jax.preprocess import load_grayscale, to_mnist
+from mnist_jax.renders import CONDITIONS, find_fonts, pen_coverage, render_font_digit
+
+
+@pytest.fixture(scope="module")
+def state(trained_run):
+    return checkpoint.restore(trained_run.path).state
+
+
+@pytest.mark.parametrize("condition", list(CONDITIONS))
+def test_each_condition_is_a_reproducible_image_file_the_pipeline_reads(mnist, state, condition):
+    digits, labels = mnist.test_images[:5, :, :, 0], mnist.test_labels[:5]
+    files = [CONDITIONS[condition](digit, np.random.default_rng(7)) for digit in digits]
+    assert files[0] == CONDITIONS[condition](digits[0], np.random.default_rng(7))
+    for blob in files:
+        with Image.open(io.BytesIO(blob)) as image:
+            assert image.format in ("PNG", "JPEG")
+    seen = np.stack([to_mnist(load_grayscale(io.BytesIO(blob))) for blob in files])
+    assert np.sum(predict(state, seen).argmax(axis=1) == labels) >= 4  # the short test run's model
+
+
+def test_pen_width_is_what_was_asked(mnist):
+    from mnist_jax.preprocess import stroke_width
+
+    digit = mnist.test_images[0, :, :, 0]
+    for pen in (0.8, 5.0):
+        assert stroke_width(pen_coverage(digit, 8, pen) > 0.5) / 8 == pytest.approx(pen, rel=0.25)
+
+
+@pytest.mark.skipif(not find_fonts(), reason="no handwriting fonts installed (see renders.HANDWRITING_FONT_PACKAGES)")
+def test_font_digits_render_reproducibly():
+    font = find_fonts()[0]
+    image = render_font_digit(font, 3, np.random.default_rng(0))
+    assert image == render_font_digit(font, 3, np.random.default_rng(0))
+    assert load_grayscale(io.BytesIO(image)).shape[0] > 28
+
+
+def test_eval_inputs_prints_the_per_condition_table_and_a_gallery(trained_run, data_dir, tmp_path):
+    result = run_tool("eval_inputs", "--run", str(trained_run.path), "--data-dir", str(data_dir),
+                      "--data-source", "prepared", "--conditions", "paper,noise", "--per-condition", "30",
+                      "--fonts-per-digit", "0", "--gallery", str(tmp_path / "gallery.png"))
+    assert result.returncode == 0, result.stderr
+    rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
+    table = {name.strip(): (int(n), float(naive.strip(" %")), float(ours.strip(" %")))
+             for name, n, naive, ours in rows[1:]}  # rows[0]: the header
+    assert set(table) == {"paper", "noise", "**all MNIST renders**"}
+    assert table["**all MNIST renders**"][0] == 60
+    for _, naive, ours in table.values():
+        assert ours >= 85 and naive < 50  # the short test run's model; the pipeline is what makes the difference
+    with Image.open(tmp_path / "gallery.png") as gallery:
+        assert gallery.format == "PNG" and gallery.width > 100
