@@ -34,9 +34,11 @@ class DataConfig:
 class ModelConfig:
     conv_features: tuple[int, ...] = (32, 64)  # one conv layer per entry
     kernel_sizes: tuple[int, ...] = (5, 3)  # square kernel per conv layer
+    strides: tuple[int, ...] = ()  # stride per conv layer; empty: 1 for every layer
     pool: str = "avg"  # 2x2 pooling after each conv: avg | max | none
     dense_features: tuple[int, ...] = (256,)  # hidden dense layers before the logits
     dropout: float = 0.25  # after each hidden dense layer
+    dtype: str = "float32"  # compute dtype (float32 | bfloat16); parameters stay float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,7 @@ PRESETS: dict[str, Config] = {
 
 _CHOICES = {
     ("model", "pool"): ("avg", "max", "none"),
+    ("model", "dtype"): ("float32", "bfloat16"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),
 }
@@ -141,6 +144,8 @@ def validate(config: Config) -> None:
         ("model.conv_features", len(m.conv_features) >= 1 and min(m.conv_features) >= 1, "at least one positive width"),
         ("model.kernel_sizes", len(m.kernel_sizes) == len(m.conv_features), "one size per conv layer"),
         ("model.kernel_sizes", min(m.kernel_sizes, default=1) >= 1, "positive sizes"),
+        ("model.strides", len(m.strides) in (0, len(m.conv_features)), "one stride per conv layer, or empty"),
+        ("model.strides", min(m.strides, default=1) >= 1, "positive strides"),
         ("model.dense_features", all(n >= 1 for n in m.dense_features), "positive widths"),
         ("model.dropout", 0.0 <= m.dropout < 1.0, "in [0, 1)"),
         ("train.epochs", t.epochs >= 1, "at least 1"),

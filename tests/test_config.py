@@ -43,6 +43,9 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.dropout": "1"}, "invalid model.dropout=1.0: must be in [0, 1)"),
     ({"model.kernel_sizes": "3"}, "invalid model.kernel_sizes=3: must be one size per conv layer"),
     ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
+    ({"model.strides": "2"}, "invalid model.strides=2: must be one stride per conv layer, or empty"),
+    ({"model.strides": "2,0"}, "invalid model.strides=2,0: must be positive strides"),
+    ({"model.dtype": "float16"}, "invalid model.dtype=float16: must be one of float32, bfloat16"),
     ({"data.validation_size": "60000"}, "invalid data.validation_size=60000: must be between 1 and 59999"),
 ])
 def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
