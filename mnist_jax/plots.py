@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 CURVES = {
     "accuracy": ("train_accuracy", "val_accuracy", "Accuracy"),
     "loss": ("train_loss", "val_loss", "Cross-entropy loss"),
@@ -17,6 +15,8 @@ def plot_history(history: list[dict], directory: Path) -> list[Path]:
 
     history: one dict per epoch with "epoch" and the keys named in CURVES.
     """
+    from matplotlib.figure import Figure  # imported on first use: tools that never plot skip its 0.4 s import
+
     paths = []
     epochs = [record["epoch"] for record in history]
     for name, (train_key, val_key, ylabel) in CURVES.items():
