@@ -27,6 +27,14 @@ def run_tool(tool: str, *args: str, timeout: float = 600, **kwargs) -> subproces
                           timeout=timeout, env=env, **kwargs)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Keeps the tools' persistent XLA cache of this session out of the user's own cache dir."""
+    directory = tmp_path_factory.mktemp("xla-cache")
+    os.environ["MNIST_JAX_COMPILATION_CACHE"] = str(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """A tfds data directory with MNIST prepared from the PyPI registry copy."""

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mnist_jax.cli.common import main_guard, quiet_libraries
+from mnist_jax.cli.common import main_guard, quiet_libraries, use_compilation_cache
 from mnist_jax.errors import UserError
 
 EXIT_SOME_FAILED = 1
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    use_compilation_cache()
     import numpy as np
 
     from mnist_jax import checkpoint

@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.common import EXIT_INTERRUPTED, add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.cli.common import (
+    EXIT_INTERRUPTED,
+    add_data_arguments,
+    main_guard,
+    prepare_data,
+    quiet_libraries,
+    use_compilation_cache,
+)
 from mnist_jax.errors import UserError
 
 
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve_config(args)
     workdir = choose_workdir(args)
     quiet_libraries()
+    use_compilation_cache()
     from mnist_jax import checkpoint, dataset, fit
 
     data = dataset.split(dataset.load(prepare_data(args)), config.data)
