@@ -74,6 +74,14 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 PRESETS: dict[str, Config] = {
     # The main job: >= 99.2% test accuracy in a few minutes on 2 CPU cores.
     "default": Config(),
+    # >= 99.0% test in a whole `bin/train --preset fast` process of about 20 s on 2 CPU cores: three
+    # stride-2 convs (28 -> 14 -> 7 -> 4, no pooling: a quarter of conv+pool's cost on XLA:CPU) and a
+    # one-cycle Adam at a high peak rate over 3 epochs. Test 99.22 / 99.10 / 99.13% for seeds 0 / 1 / 2.
+    "fast": Config(
+        model=ModelConfig(conv_features=(32, 32, 64), kernel_sizes=(5, 3, 3), strides=(2, 2, 2), pool="none",
+                          dense_features=(128,), dropout=0.0),
+        train=TrainConfig(epochs=3, batch_size=128, learning_rate=1e-2),
+    ),
     # A smoke test of the whole pipeline in seconds; accuracy around 97% on the full data.
     "tiny": Config(
         model=ModelConfig(conv_features=(8, 16), kernel_sizes=(3, 3), dense_features=(64,), dropout=0.0),
