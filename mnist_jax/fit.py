@@ -64,7 +64,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
             state, train_metrics = _train_epoch(state, data.train, order, batch_size, keys["dropout"], epoch, config)
             val = evaluate(state, data.validation.images, data.validation.labels, config.train.eval_batch_size)
             record = {"epoch": epoch, "step": int(state.step), **train_metrics,
-                      "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+                      "val_loss": val["loss"], "val_accuracy": val["accuracy"], "time": time.time()}
             history.append(record)
             with open(workdir / "metrics.jsonl", "a") as metrics_file:
                 metrics_file.write(json.dumps(record) + "\n")
