@@ -30,7 +30,7 @@ def test_bench_measures_every_figure_and_writes_json(data_dir, tmp_path):
         assert figure["figure"] in result.stdout
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["platform"] == "cpu"
-    assert {"cpu", "jax", "flax", "optax", "load_average_1min"} <= set(machine)
+    assert {"cpu", "jax", "flax", "optax", "load_average_1min", "load_average_1min_end"} <= set(machine)
     assert results["config"]["data"]["train_size"] == 2000 and results["preset"] == "tiny"
 
 

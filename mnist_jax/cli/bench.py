@@ -59,6 +59,7 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
     """Runs every measurement; returns {"machine", "preset", "config", ..., "figures": [...]}."""
     from mnist_jax import bench, dataset
 
+    measured_on = bench.machine()  # its load average is the one before the measurements
     data_dir = prepare_data(args)
     data = dataset.split(dataset.load(data_dir), config.data)
     percent = f"{100 * args.target:g}%"
@@ -105,7 +106,8 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
     log("bench: evaluation")
     add("eval_images_per_second", f"evaluate, batch {config.train.eval_batch_size}", "img/s",
         bench.eval_throughput(config, data.test, args.repeats))
-    return {"machine": bench.machine(), "preset": args.preset, "overrides": overrides, "target": args.target,
+    measured_on["load_average_1min_end"] = bench.machine()["load_average_1min"]
+    return {"machine": measured_on, "preset": args.preset, "overrides": overrides, "target": args.target,
             "repeats": args.repeats, "config": config_lib.to_dict(config), "figures": figures}
 
 
@@ -113,7 +115,8 @@ def format_table(results: dict) -> str:
     """Returns the figures as an aligned text table headed by the machine."""
     m = results["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']} ({m['device']}); jax {m['jax']}, "
-             f"flax {m['flax']}, optax {m['optax']}; load average {m['load_average_1min']:.2f}",
+             f"flax {m['flax']}, optax {m['optax']}; 1-min load average {m['load_average_1min']:.2f} before, "
+             f"{m['load_average_1min_end']:.2f} after",
              f"{'figure':<44} {'median':>10} {'min':>10} {'max':>10}  unit   runs"]
     for f in results["figures"]:
         middle, low, high = (_show(f[key]) for key in ("median", "min", "max"))
