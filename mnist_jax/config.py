@@ -35,9 +35,11 @@ class DataConfig:
 class ModelConfig:
     conv_features: tuple[int, ...] = (32, 64)  # one conv layer per entry
     kernel_sizes: tuple[int, ...] = (5, 3)  # square kernel per conv layer
+    strides: tuple[int, ...] = ()  # stride per conv layer; empty: 1 for every layer
     pool: str = "avg"  # 2x2 pooling after each conv: avg | max | none
     dense_features: tuple[int, ...] = (256,)  # hidden dense layers before the logits
     dropout: float = 0.25  # after each hidden dense layer
+    dtype: str = "float32"  # compute dtype (float32 | bfloat16); parameters stay float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,14 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "au
 PRESETS: dict[str, Config] = {
     # The main job: >= 99.2% test accuracy in a few minutes on 2 CPU cores.
     "default": Config(),
+    # >= 99.0% test in a whole `bin/train --preset fast` process of about 20 s on 2 CPU cores: three
+    # stride-2 convs (28 -> 14 -> 7 -> 4, no pooling: a quarter of conv+pool's cost on XLA:CPU) and a
+    # one-cycle Adam at a high peak rate over 3 epochs. Test 99.15 / 99.08 / 99.05% for seeds 0 / 1 / 2.
+    "fast": Config(
+        model=ModelConfig(conv_features=(24, 32, 64), kernel_sizes=(5, 3, 3), strides=(2, 2, 2), pool="none",
+                          dense_features=(128,), dropout=0.0),
+        train=TrainConfig(epochs=3, batch_size=128, learning_rate=1e-2),
+    ),
     # A smoke test of the whole pipeline in seconds; accuracy around 97% on the full data.
     "tiny": Config(
         model=ModelConfig(conv_features=(8, 16), kernel_sizes=(3, 3), dense_features=(64,), dropout=0.0),
@@ -103,6 +113,7 @@ PRESETS: dict[str, Config] = {
 
 _CHOICES = {
     ("model", "pool"): ("avg", "max", "none"),
+    ("model", "dtype"): ("float32", "bfloat16"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),
     ("train", "loop"): ("auto", "host", "device"),
@@ -176,6 +187,8 @@ def validate(config: Config) -> None:
         ("model.conv_features", len(m.conv_features) >= 1 and min(m.conv_features) >= 1, "at least one positive width"),
         ("model.kernel_sizes", len(m.kernel_sizes) == len(m.conv_features), "one size per conv layer"),
         ("model.kernel_sizes", min(m.kernel_sizes, default=1) >= 1, "positive sizes"),
+        ("model.strides", len(m.strides) in (0, len(m.conv_features)), "one stride per conv layer, or empty"),
+        ("model.strides", min(m.strides, default=1) >= 1, "positive strides"),
         ("model.dense_features", all(n >= 1 for n in m.dense_features), "positive widths"),
         ("model.dropout", 0.0 <= m.dropout < 1.0, "in [0, 1)"),
         ("train.epochs", t.epochs >= 1, "at least 1"),

@@ -267,6 +267,7 @@ def center_by_mass(ink: np.ndarray, size: int = SIZE) -> np.ndarray:
     Pixel (14, 14) of 28x28, not the geometric centre 13.5: that is where MNIST's own digits
     have their centre of mass (measured: 13.99, 14.00 on average).
     """
+
     height, width = ink.shape
     com_y, com_x = ndimage.center_of_mass(ink)
     top = int(np.clip(round(size // 2 - com_y), 0, size - height))

@@ -53,6 +53,12 @@ def wait_for_checkpoint(process: subprocess.Popen, workdir: Path, timeout: float
     while not committed_steps(workdir) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return committed_steps(workdir)
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Keeps the tools' persistent XLA cache of this session out of the user's own cache dir."""
+    directory = tmp_path_factory.mktemp("xla-cache")
+    os.environ["MNIST_JAX_COMPILATION_CACHE"] = str(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,9 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
     ({"data.validation_size": "30000"},
      "invalid data.validation_size=30000: must be between 1 and 29999 (smaller than what is left for training)"),
+    ({"model.strides": "2"}, "invalid model.strides=2: must be one stride per conv layer, or empty"),
+    ({"model.strides": "2,0"}, "invalid model.strides=2,0: must be positive strides"),
+    ({"model.dtype": "float16"}, "invalid model.dtype=float16: must be one of float32, bfloat16"),
 ])
 def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
     with pytest.raises(UserError) as error:
@@ -64,7 +67,7 @@ def test_json_values_of_the_wrong_type_are_rejected():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, tiny"),
+    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, fast, tiny"),
     (["--train.batch_size", "0"], "error: invalid train.batch_size=0: must be between 1 and the 55000 training images"),
 ])
 def test_train_cli_rejects_bad_config_in_one_line_before_loading_anything(tmp_path, args, message):

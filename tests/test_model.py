@@ -47,3 +47,30 @@ def test_architecture_follows_the_config():
     assert params["Dense_0"]["kernel"].shape == (3 * 3 * 16, 32)  # 28 -> 14 -> 7 -> 3
     no_pool = config_lib.override(config, {"model.pool": "none"})
     assert init_params(create_model(no_pool.model), jax.random.key(0))["Dense_0"]["kernel"].shape == (28 * 28 * 16, 32)
+
+
+def test_strided_convs_downsample_without_pooling():
+    config = config_lib.override(config_lib.get_preset("default"), {
+        "model.conv_features": "8,16,32", "model.kernel_sizes": "5,3,3", "model.strides": "2,2,2",
+        "model.pool": "none", "model.dense_features": "16",
+    })
+    params = init_params(create_model(config.model), jax.random.key(0))
+    assert params["Dense_0"]["kernel"].shape == (4 * 4 * 32, 16)  # "SAME" stride 2: 28 -> 14 -> 7 -> 4
+
+
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters_through_a_train_step(mnist):
+    from mnist_jax.train import create_train_state, train_step
+
+    fp32 = config_lib.override(config_lib.get_preset("tiny"), {"train.learning_rate": "1e-3"})
+    bf16 = config_lib.override(fp32, {"model.dtype": "bfloat16"})
+    batch = {"image": mnist.train_images[:128], "label": mnist.train_labels[:128].astype(np.int32)}
+    images = batch["image"].astype(np.float32) / 255
+    states = {name: create_train_state(config, jax.random.key(0)) for name, config in (("fp32", fp32), ("bf16", bf16))}
+    logits = {name: state.apply_fn({"params": state.params}, images) for name, state in states.items()}
+    assert logits["bf16"].dtype == jnp.float32
+    assert not np.array_equal(logits["bf16"], logits["fp32"])  # really computed in lower precision
+    np.testing.assert_allclose(logits["bf16"], logits["fp32"], atol=0.05)
+    assert "bf16" in str(jax.make_jaxpr(states["bf16"].apply_fn)({"params": states["bf16"].params}, images))
+    state, metrics = train_step(states["bf16"], batch, jax.random.key(1))
+    assert {str(leaf.dtype) for leaf in jax.tree.leaves((state.params, state.opt_state))} == {"float32", "int32"}
+    assert np.isfinite(float(metrics["loss"]))

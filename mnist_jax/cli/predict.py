@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from mnist_jax.cli.common import main_guard, quiet_libraries
+from mnist_jax.cli.common import main_guard, quiet_libraries, use_compilation_cache
 from mnist_jax.errors import UserError
 
 EXIT_SOME_FAILED = 1
@@ -87,6 +87,7 @@ def format_result(result, args: argparse.Namespace, width: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    use_compilation_cache()
     import numpy as np
     from PIL import Image
 

@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.cli.common import (
+    add_data_arguments,
+    main_guard,
+    prepare_data,
+    quiet_libraries,
+    use_compilation_cache,
+)
 from mnist_jax.errors import UserError
 
 
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     prepare_workdir(args, workdir)
     quiet_libraries()
+    use_compilation_cache()
     from mnist_jax import dataset, fit, parallel
 
     parallel.initialize(parallel.Cluster.from_environment(

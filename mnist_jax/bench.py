@@ -1,0 +1,170 @@
+"""Speed figures: time to a target accuracy, training and evaluation throughput, predict latency, memory.
+
+Whole-process figures come from running the real `bin/train` / `bin/predict` entry points as
+subprocesses; throughput figures call the pure API (`create_train_state`, `train_step`,
+`evaluate`) in this process. Every figure is summarised as the median, min and max of repeats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mnist_jax.cli.common import COMPILATION_CACHE_VARIABLE
+from mnist_jax.config import Config
+from mnist_jax.dataset import Split
+from mnist_jax.train import create_train_state, evaluate, train_step
+
+
+def summarize(values: list[float | None]) -> dict:
+    """Returns {"median", "min", "max", "values"} of the measured values (None: not reached)."""
+    reached = [v for v in values if v is not None]
+    middle = statistics.median(reached) if reached else None
+    return {"median": middle, "min": min(reached, default=None), "max": max(reached, default=None), "values": values}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    started: float  # unix seconds just before the process was started
+    seconds: float  # the whole process, wall clock
+    peak_rss_bytes: int
+    records: list[dict]  # metrics.jsonl: one per epoch, with "val_accuracy", "train_seconds", "time"
+    summary: dict  # summary.json
+    workdir: Path
+
+
+def run_train(preset: str, overrides: dict[str, str], data_dir: Path, workdir: Path, cache_dir: Path) -> TrainRun:
+    """Runs `bin/train` (its Python entry point) once; returns its timings, memory and metrics.
+
+    `cache_dir` is the process's persistent compilation cache. Raises RuntimeError with the
+    tail of its output when training fails.
+    """
+    flags = [item for name, value in overrides.items() for item in (f"--{name}", value)]
+    command = [sys.executable, "-m", "mnist_jax.cli.train", "--preset", preset, "--workdir", str(workdir),
+               "--data-dir", str(data_dir), "--data-source", "prepared", *flags]
+    env = {**os.environ, COMPILATION_CACHE_VARIABLE: str(cache_dir)}
+    log = workdir.parent / f"{workdir.name}.log"
+    with open(log, "w") as output:
+        started = time.time()
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, unlike RUSAGE_CHILDREN
+        seconds = time.time() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"bin/train exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((workdir / "summary.json").read_text())
+    return TrainRun(started, seconds, usage.ru_maxrss * 1024, records, summary, workdir)
+
+
+def time_to_target(run: TrainRun, target: float) -> dict[str, float | None]:
+    """Returns when `run` first reached `target` accuracy; None where it never did.
+
+    val_from_start: process start to the end of the first epoch whose validation accuracy
+    reaches the target; val_training: the training seconds of the epochs up to it (from the
+    first step, its compile included; no evaluation, checkpoint or plotting time);
+    test_from_start / test_training: the same for the final test of the best checkpoint,
+    known only when the process ends.
+    """
+    index = next((i for i, r in enumerate(run.records) if r["val_accuracy"] >= target), None)
+    test_reached = run.summary["test_accuracy"] >= target
+    return {
+        "val_from_start": None if index is None else run.records[index]["time"] - run.started,
+        "val_training": None if index is None else sum(r["train_seconds"] for r in run.records[: index + 1]),
+        "test_from_start": run.seconds if test_reached else None,
+        "test_training": run.summary["train_seconds"] if test_reached else None,
+    }
+
+
+def train_throughput(config: Config, train: Split, batch_size: int, steps: int, repeats: int) -> dict:
+    """Times `train_step` on one device-resident batch of real images at `batch_size`.
+
+    Returns {"compile_seconds": first call minus one steady step, "images_per_second":
+    summarize(...) over `repeats` timings of `steps` steps each}.
+    """
+    config = config.replace(train={"batch_size": batch_size})
+    state = create_train_state(config, jax.random.key(0))
+    batch = jax.device_put({"image": train.images[:batch_size], "label": train.labels[:batch_size]})
+    rng = jax.random.key(1)
+    started = time.perf_counter()
+    state, metrics = train_step(state, batch, rng)
+    jax.block_until_ready(metrics)
+    first_call = time.perf_counter() - started
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = train_step(state, batch, rng)
+        jax.block_until_ready(metrics)
+        rates.append(steps * batch_size / (time.perf_counter() - started))
+    step_seconds = batch_size / statistics.median(rates)
+    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": summarize(rates)}
+
+
+def eval_throughput(config: Config, split: Split, repeats: int) -> dict:
+    """Times `evaluate` over `split` at the config's eval batch size (compiled before timing)."""
+    state = create_train_state(config, jax.random.key(0))
+    evaluate(state, split.images, split.labels, config.train.eval_batch_size)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        evaluate(state, split.images, split.labels, config.train.eval_batch_size)
+        rates.append(len(split.labels) / (time.perf_counter() - started))
+    return summarize(rates)
+
+
+def predict_latency(image: Path, run_dir: Path, cache_dir: Path, repeats: int) -> dict:
+    """Times whole `bin/predict IMAGE --run RUN_DIR` processes: a cold start for one image."""
+    command = [sys.executable, "-m", "mnist_jax.cli.predict", str(image), "--run", str(run_dir)]
+    env = {**os.environ, COMPILATION_CACHE_VARIABLE: str(cache_dir)}
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        seconds.append(time.perf_counter() - started)
+        if result.returncode != 0:
+            raise RuntimeError(f"bin/predict exited with {result.returncode}: {result.stderr[-2000:]}")
+    return summarize(seconds)
+
+
+def machine() -> dict:
+    """Returns what the figures were measured on: CPU, cores, memory, accelerator, versions, load."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "platform": device.platform,
+        "device": device.device_kind,
+        "device_count": jax.device_count(),
+        "python": platform.python_version(),
+        **{name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "flax", "optax")},
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def digit_image(split: Split, path: Path) -> Path:
+    """Writes the first image of `split` as a PNG file (a user's file for `bin/predict`); returns it."""
+    from PIL import Image
+
+    Image.fromarray(np.asarray(split.images[0, :, :, 0])).save(path)
+    return path

@@ -1,0 +1,40 @@
+"""bin/bench in a tiny mode on real data: every figure is in its JSON and its table (values are not checked)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_tool
+
+FIGURES = [
+    "process_seconds", "process_seconds_cold_cache", "val_target_from_start_seconds", "val_target_training_seconds",
+    "test_target_from_start_seconds", "test_target_training_seconds", "test_accuracy_percent", "peak_rss_mib",
+    "predict_cold_start_seconds", "train_images_per_second_batch_8", "compile_seconds_batch_8",
+    "train_images_per_second_batch_16", "compile_seconds_batch_16", "eval_images_per_second",
+]
+
+
+def test_bench_measures_every_figure_and_writes_json(data_dir, tmp_path):
+    path = tmp_path / "bench.json"
+    result = run_tool("bench", "--preset", "tiny", "--set", "data.train_size=2000", "--set", "train.batch_size=32",
+                      "--repeats", "1",
+                      "--batch-sizes", "8,16", "--steps", "2", "--target", "0.5", "--data-dir", str(data_dir),
+                      "--data-source", "prepared", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    results = json.loads(path.read_text())
+    assert [f["key"] for f in results["figures"]] == FIGURES
+    for figure in results["figures"]:
+        assert {"figure", "unit", "median", "min", "max", "values"} <= set(figure)
+        assert figure["values"] and all(isinstance(v, float) for v in figure["values"]), figure  # target 50%: reached
+        assert figure["min"] <= figure["median"] <= figure["max"]
+        assert figure["figure"] in result.stdout
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["platform"] == "cpu"
+    assert {"cpu", "jax", "flax", "optax", "load_average_1min", "load_average_1min_end"} <= set(machine)
+    assert results["config"]["data"]["train_size"] == 2000 and results["preset"] == "tiny"
+
+
+def test_bench_rejects_a_bad_override_in_one_line():
+    result = run_tool("bench", "--set", "train.epochz=1")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown config field train.epochz")
