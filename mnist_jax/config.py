@@ -33,11 +33,14 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    name: str = "cnn"  # cnn | resnet
     conv_features: tuple[int, ...] = (32, 64)  # one conv layer per entry
     kernel_sizes: tuple[int, ...] = (5, 3)  # square kernel per conv layer
     pool: str = "avg"  # 2x2 pooling after each conv: avg | max | none
     dense_features: tuple[int, ...] = (256,)  # hidden dense layers before the logits
-    dropout: float = 0.25  # after each hidden dense layer
+    dropout: float = 0.25  # cnn: after each hidden dense layer; resnet: before the logits
+    stage_features: tuple[int, ...] = (32, 64)  # resnet: channels per stage; each later stage halves the resolution
+    blocks_per_stage: int = 2  # resnet: residual blocks per stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     loop: str = "auto"  # host: Python loop of jitted steps | device: scan over chunks | auto: by backend
     chunk_steps: int = 100  # device loop: steps per compiled call
+    ema: float = 0.0  # decay of an exponential moving average of the params, used to evaluate and predict (0: off)
+    label_smoothing: float = 0.0  # weight of the uniform distribution mixed into the one-hot targets (0: off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +107,7 @@ PRESETS: dict[str, Config] = {
 }
 
 _CHOICES = {
+    ("model", "name"): ("cnn", "resnet"),
     ("model", "pool"): ("avg", "max", "none"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),
@@ -178,6 +184,9 @@ def validate(config: Config) -> None:
         ("model.kernel_sizes", min(m.kernel_sizes, default=1) >= 1, "positive sizes"),
         ("model.dense_features", all(n >= 1 for n in m.dense_features), "positive widths"),
         ("model.dropout", 0.0 <= m.dropout < 1.0, "in [0, 1)"),
+        ("model.stage_features", len(m.stage_features) >= 1 and min(m.stage_features) >= 1,
+         "at least one positive width"),
+        ("model.blocks_per_stage", m.blocks_per_stage >= 1, "at least 1"),
         ("train.epochs", t.epochs >= 1, "at least 1"),
         ("train.batch_size", 1 <= t.batch_size <= d.train_images,
          f"between 1 and the {d.train_images} training images"),
@@ -188,6 +197,8 @@ def validate(config: Config) -> None:
         ("train.keep_checkpoints", t.keep_checkpoints >= 1, "at least 1"),
         ("train.checkpoint_every", t.checkpoint_every >= 0, "0 (epoch ends only) or a number of steps"),
         ("train.chunk_steps", t.chunk_steps >= 1, "at least 1"),
+        ("train.ema", 0 <= t.ema < 1, "in [0, 1) (0: off)"),
+        ("train.label_smoothing", 0 <= t.label_smoothing < 1, "in [0, 1) (0: off)"),
         ("augment.rotation", 0 <= a.rotation <= 180, "degrees in [0, 180]"),
         ("augment.scale", 0 <= a.scale < 1, "in [0, 1)"),
         ("augment.shear", 0 <= a.shear <= 45, "degrees in [0, 45]"),

@@ -47,6 +47,10 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.dropout": "1"}, "invalid model.dropout=1.0: must be in [0, 1)"),
     ({"model.kernel_sizes": "3"}, "invalid model.kernel_sizes=3: must be one size per conv layer"),
     ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
+    ({"model.name": "vgg"}, "invalid model.name=vgg: must be one of cnn, resnet"),
+    ({"model.blocks_per_stage": "0"}, "invalid model.blocks_per_stage=0: must be at least 1"),
+    ({"train.ema": "1"}, "invalid train.ema=1.0: must be in [0, 1) (0: off)"),
+    ({"train.label_smoothing": "-0.1"}, "invalid train.label_smoothing=-0.1: must be in [0, 1) (0: off)"),
     ({"data.validation_size": "30000"},
      "invalid data.validation_size=30000: must be between 1 and 29999 (smaller than what is left for training)"),
 ])
