@@ -63,6 +63,9 @@ class TrainState(train_state.TrainState):
 
     batch_stats: the model's "batch_stats" collection ({} for models without BatchNorm).
     ema_params: the moving average of params, updated after every step ({} when `ema_decay` is 0).
+        Step t (counted from 0) uses decay min(ema_decay, (1 + t) / (10 + t)), as TensorFlow's
+        ExponentialMovingAverage does, so the average forgets the random initial weights within
+        the first epoch instead of after thousands of steps.
     """
 
     batch_stats: Any
@@ -74,7 +77,8 @@ class TrainState(train_state.TrainState):
         state = super().apply_gradients(grads=grads, **changes)
         if not self.ema_decay:
             return state
-        return state.replace(ema_params=ema_update(self.ema_params, state.params, self.ema_decay))
+        decay = jnp.minimum(self.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        return state.replace(ema_params=ema_update(self.ema_params, state.params, decay))
 
 
 def create_train_state(config: Config, rng: jax.Array) -> TrainState:

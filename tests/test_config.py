@@ -68,7 +68,7 @@ def test_json_values_of_the_wrong_type_are_rejected():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, tiny"),
+    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, tiny, accurate, best"),
     (["--train.batch_size", "0"], "error: invalid train.batch_size=0: must be between 1 and the 55000 training images"),
 ])
 def test_train_cli_rejects_bad_config_in_one_line_before_loading_anything(tmp_path, args, message):

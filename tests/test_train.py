@@ -91,12 +91,20 @@ def test_ema_after_two_steps_equals_the_hand_computation(batch):
     for _ in range(2):
         state, _ = train_step(state, batch, jax.random.key(1))
         params.append(jax.device_get(state.params))
-    expected = jax.tree.map(lambda p0, p1, p2: 0.5 * (0.5 * p0 + 0.5 * p1) + 0.5 * p2, *params)
+    # Steps 0 and 1 decay by min(0.5, (1 + t) / (10 + t)) = 1/10 and 2/11.
+    expected = jax.tree.map(lambda p0, p1, p2: 2 / 11 * (0.1 * p0 + 0.9 * p1) + 9 / 11 * p2, *params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state.ema_params, expected)
-    assert not np.allclose(state.ema_params["Dense_1"]["kernel"], params[2]["Dense_1"]["kernel"])
+    # From step 8 on the configured decay holds: 0.5 * average + 0.5 * new params.
+    state = state.replace(step=jax.numpy.int32(8))
+    average = jax.device_get(state.ema_params)
+    state, _ = train_step(state, batch, jax.random.key(1))
+    expected = jax.tree.map(lambda a, p: 0.5 * a + 0.5 * p, average, jax.device_get(state.params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state.ema_params, expected)
+    assert not np.allclose(state.ema_params["Dense_1"]["kernel"], state.params["Dense_1"]["kernel"])
     # Evaluation and prediction apply the EMA params, not the trained ones.
     images = batch["image"][:8]
-    np.testing.assert_allclose(predict_probs(state, images), predict_probs(state.replace(params=expected), images))
+    ema_only = state.replace(params=state.ema_params, ema_params={})
+    np.testing.assert_array_equal(predict_probs(state, images), predict_probs(ema_only, images))
     without_ema = state.replace(ema_params={})
     assert not np.allclose(predict_probs(state, images), predict_probs(without_ema, images))
     assert create_train_state(config_lib.get_preset("tiny"), jax.random.key(0)).ema_params == {}
