@@ -9,14 +9,7 @@ The pure building blocks, for research code:
 """
 
 from mnist_jax.checkpoint import restore as load_run
-from mnist_jax.config import (
-    AugmentConfig,
-    Config,
-    DataConfig,
-    ModelConfig,
-    TrainConfig,
-    get_preset,
-)
+from mnist_jax.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig, get_preset
 from mnist_jax.errors import UserError
 from mnist_jax.models import CNN, create_model, init_params
 from mnist_jax.predict import predict, predict_probs

@@ -16,13 +16,7 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from conftest import (
-    committed_steps,
-    read_jsonl,
-    run_tool,
-    start_tool,
-    wait_for_checkpoint,
-)
+from conftest import committed_steps, read_jsonl, run_tool, start_tool, wait_for_checkpoint
 
 from mnist_jax import checkpoint
 

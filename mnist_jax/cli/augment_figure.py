@@ -10,12 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_jax.cli.common import (
-    add_data_arguments,
-    main_guard,
-    prepare_data,
-    quiet_libraries,
-)
+from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.config import AugmentConfig
 
 # Each transform alone at a typical training strength, then all of them together.

@@ -8,12 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_jax.cli.common import (
-    add_data_arguments,
-    main_guard,
-    prepare_data,
-    quiet_libraries,
-)
+from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.errors import UserError
 
 FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}

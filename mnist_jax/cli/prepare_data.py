@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnist_jax.cli.common import (
-    add_data_arguments,
-    main_guard,
-    prepare_data,
-    quiet_libraries,
-)
+from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 
 
 @main_guard

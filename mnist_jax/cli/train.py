@@ -12,12 +12,7 @@ import time
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.common import (
-    add_data_arguments,
-    main_guard,
-    prepare_data,
-    quiet_libraries,
-)
+from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.errors import UserError
 
 
