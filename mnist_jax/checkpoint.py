@@ -19,13 +19,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
-from flax.training.train_state import TrainState
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.errors import UserError
-from mnist_jax.train import create_train_state
+from mnist_jax.train import TrainState, create_train_state
 
 CHECKPOINTS = "checkpoints"  # subdirectory of a run directory
 

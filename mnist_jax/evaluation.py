@@ -10,12 +10,11 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from flax.training.train_state import TrainState
 
 from mnist_jax.augment import augment
 from mnist_jax.config import AugmentConfig
 from mnist_jax.predict import predict
-from mnist_jax.train import scale_images
+from mnist_jax.train import TrainState, scale_images
 
 CLASSES = 10
 CALIBRATION_BINS = 15

@@ -18,12 +18,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.training.train_state import TrainState
 
 from mnist_jax import parallel
 from mnist_jax.config import AugmentConfig, Config
 from mnist_jax.dataset import Split
-from mnist_jax.train import steps_per_epoch, train_step, update
+from mnist_jax.train import TrainState, steps_per_epoch, train_step, update
 
 HOST_SEGMENT = 25  # host loop: steps between fetches of the metrics (each waits for the device)
 
@@ -70,7 +69,7 @@ class HostLoop:
         self._split, self._keys = split, keys
         self._batch_sharding, self._replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         self._batch_size, self._steps = config.train.batch_size, steps_per_epoch(config)
-        self._augment = config.augment
+        self._augment, self._label_smoothing = config.augment, config.train.label_smoothing
         self._order_epoch, self._order = None, None
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -85,7 +84,8 @@ class HostLoop:
             rows = parallel.local_share(self._order[index * self._batch_size : (index + 1) * self._batch_size])
             batch = {"image": self._split.images[rows], "label": self._split.labels[rows]}
             state, step_metrics = train_step(state, parallel.global_batch(batch, self._batch_sharding),
-                                             self._keys["dropout"], augment=self._augment)
+                                             self._keys["dropout"], augment=self._augment,
+                                             label_smoothing=self._label_smoothing)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
 
@@ -101,6 +101,7 @@ class DeviceLoop:
             train_chunk, steps_in_epoch=steps_per_epoch(config), batch_size=config.train.batch_size,
             checkpoint_every=config.train.checkpoint_every, chunk_steps=config.train.chunk_steps,
             batch_sharding=parallel.batch_sharding(mesh), augment=config.augment,
+            label_smoothing=config.train.label_smoothing,
         )
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -111,11 +112,12 @@ class DeviceLoop:
 
 @functools.partial(jax.jit, donate_argnums=0,
                    static_argnames=("steps_in_epoch", "batch_size", "checkpoint_every", "chunk_steps",
-                                    "batch_sharding", "augment"))
+                                    "batch_sharding", "augment", "label_smoothing"))
 def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array, order_key: jax.Array,
                 dropout_key: jax.Array, *, steps_in_epoch: int, batch_size: int, checkpoint_every: int,
                 chunk_steps: int, batch_sharding=None,
-                augment: AugmentConfig | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+                augment: AugmentConfig | None = None,
+                label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
     """Runs the next segment of training (see `segment_length`) from state.step, all on the device.
 
     images uint8 (N, 28, 28, 1) and labels int32 (N,) are the whole train split. Returns the
@@ -133,7 +135,7 @@ def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array, order_k
         batch = {"image": images[rows], "label": labels[rows]}
         if batch_sharding is not None:  # split each batch over the devices, as the host loop does
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment),
+        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment, label_smoothing),
                             lambda s: (s, no_metrics), state)
 
     return jax.lax.scan(step, state, jnp.arange(chunk_steps))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from flax.training.train_state import TrainState
 
-from mnist_jax.train import padded_batches, scale_images
+from mnist_jax.train import TrainState, inference_variables, padded_batches, scale_images
 
 BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
 
 
 @jax.jit
 def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
-    """Returns class probabilities (B, 10) for uint8 images (B, 28, 28, 1)."""
-    logits = state.apply_fn({"params": state.params}, scale_images(images), train=False)
+    """Returns class probabilities (B, 10) for uint8 images (B, 28, 28, 1).
+
+    Applies `inference_variables(state)`: the EMA params when the run kept them, else the params.
+    """
+    logits = state.apply_fn(inference_variables(state), scale_images(images), train=False)
     return jax.nn.softmax(logits)
 
 

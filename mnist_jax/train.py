@@ -7,16 +7,19 @@ float32 (B,) marking the real (not padding) rows.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training.train_state import TrainState
+from flax import struct
+from flax.training import train_state
 
 from mnist_jax import parallel
 from mnist_jax.augment import augment as augment_images
 from mnist_jax.config import AugmentConfig, Config, TrainConfig
-from mnist_jax.models import create_model, init_params
+from mnist_jax.models import create_model, init_variables
 
 
 def scale_images(images: jax.Array) -> jax.Array:
@@ -50,30 +53,79 @@ def create_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTra
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 
+def ema_update(average: Any, params: Any, decay: float) -> Any:
+    """Returns decay * average + (1 - decay) * params, leaf by leaf (two pytrees of one structure)."""
+    return jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p, average, params)
+
+
+class TrainState(train_state.TrainState):
+    """flax's TrainState plus BatchNorm running statistics and an EMA of the params.
+
+    batch_stats: the model's "batch_stats" collection ({} for models without BatchNorm).
+    ema_params: the moving average of params, updated after every step ({} when `ema_decay` is 0).
+        Step t (counted from 0) uses decay min(ema_decay, (1 + t) / (10 + t)), as TensorFlow's
+        ExponentialMovingAverage does, so the average forgets the random initial weights within
+        the first epoch instead of after thousands of steps.
+    """
+
+    batch_stats: Any
+    ema_params: Any
+    ema_decay: float = struct.field(pytree_node=False, default=0.0)
+
+    def apply_gradients(self, *, grads, **changes) -> TrainState:
+        """Takes one optimizer step (see flax); then moves the EMA towards the new params."""
+        state = super().apply_gradients(grads=grads, **changes)
+        if not self.ema_decay:
+            return state
+        decay = jnp.minimum(self.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        return state.replace(ema_params=ema_update(self.ema_params, state.params, decay))
+
+
 def create_train_state(config: Config, rng: jax.Array) -> TrainState:
-    """Returns a fresh TrainState (step 0, initialised params, optimizer state) for `config`."""
+    """Returns a fresh TrainState (step 0, initialised variables, optimizer state) for `config`."""
     model = create_model(config.model)
     total_steps = config.train.epochs * steps_per_epoch(config)
+    variables = init_variables(model, rng)
     state = TrainState.create(
         apply_fn=model.apply,
-        params=init_params(model, rng),
+        params=variables["params"],
         tx=create_optimizer(config.train, total_steps),
+        batch_stats=variables.get("batch_stats", {}),
+        ema_params=jax.tree.map(jnp.copy, variables["params"]) if config.train.ema else {},  # own buffers: donated
+        ema_decay=config.train.ema,
     )
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array, not a Python int: one trace for every step
 
 
-def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Returns the per-example softmax cross-entropy (B,) of logits (B, 10) and int labels (B,)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+def inference_variables(state: TrainState) -> dict:
+    """Returns the variables that evaluate and predict apply: the EMA params when the run keeps them,
+    else the trained params, with the BatchNorm running statistics if the model has any."""
+    variables = {"params": state.ema_params if state.ema_params else state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return variables
 
 
-def update(state: TrainState, batch: dict, rng: jax.Array,
-           augment: AugmentConfig | None = None) -> tuple[TrainState, dict]:
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Returns the per-example softmax cross-entropy (B,) of logits (B, 10) and int labels (B,).
+
+    With `label_smoothing` s > 0 the target is (1 - s) * one_hot + s / 10 (Szegedy et al. 2016).
+    """
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfig | None = None,
+           label_smoothing: float = 0.0) -> tuple[TrainState, dict]:
     """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"} (scalars).
 
     Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
-    run is a function of its seed. `augment` (static) distorts the batch on the device first.
-    This is the body every loop form runs; `train_step` is its jitted, donating version.
+    run is a function of its seed. `augment` (static) distorts the batch on the device first;
+    `label_smoothing` (static) smooths the training targets. BatchNorm normalises by the batch
+    and its running statistics advance. This is the body every loop form runs; `train_step` is
+    its jitted, donating version.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     images = scale_images(batch["image"])
@@ -81,22 +133,32 @@ def update(state: TrainState, batch: dict, rng: jax.Array,
         images = augment_images(images, jax.random.fold_in(dropout_rng, 1), augment)
 
     def loss_fn(params):
-        logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
-        return cross_entropy_loss(logits, batch["label"]).mean(), logits
+        if state.batch_stats:
+            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
+                                             train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+        else:
+            logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
+            updates = {"batch_stats": {}}
+        loss = cross_entropy_loss(logits, batch["label"], label_smoothing).mean()
+        return loss, (logits, updates["batch_stats"])
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
+    return state.apply_gradients(grads=grads, batch_stats=batch_stats), {"loss": loss, "accuracy": accuracy}
 
 
 # The input state is donated: do not use it after the call.
-train_step = jax.jit(update, donate_argnums=0, static_argnames="augment")
+train_step = jax.jit(update, donate_argnums=0, static_argnames=("augment", "label_smoothing"))
 
 
 @jax.jit
 def eval_step(state: TrainState, batch: dict) -> dict:
-    """Returns sums over the real rows of `batch`: {"loss", "correct", "count"} (scalars)."""
-    logits = state.apply_fn({"params": state.params}, scale_images(batch["image"]), train=False)
+    """Returns sums over the real rows of `batch`: {"loss", "correct", "count"} (scalars).
+
+    Uses `inference_variables` (EMA params when kept, BatchNorm running statistics); the loss
+    is the plain cross-entropy, without label smoothing.
+    """
+    logits = state.apply_fn(inference_variables(state), scale_images(batch["image"]), train=False)
     mask = batch["mask"]
     return {
         "loss": jnp.sum(cross_entropy_loss(logits, batch["label"]) * mask),

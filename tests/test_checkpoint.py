@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from mnist_jax import checkpoint
+from mnist_jax import checkpoint, dataset, fit
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 from mnist_jax.predict import predict
@@ -77,3 +77,27 @@ def test_the_reported_test_accuracy_is_the_best_checkpoints(trained_run, mnist):
 def test_restore_from_a_wrong_path_says_what_to_do(tmp_path, make, message):
     with pytest.raises(UserError, match=message):
         checkpoint.restore(make(tmp_path))
+
+
+def test_a_resnet_with_ema_restores_its_batchnorm_statistics_and_ema_in_a_new_process(mnist, tmp_path):
+    config = TINY.replace(model={"name": "resnet", "stage_features": (8, 16), "blocks_per_stage": 1},
+                          data={"train_size": 640}, train={"batch_size": 32, "ema": 0.9})
+    fit.train_and_evaluate(config, tmp_path / "run", dataset.split(mnist, config.data), log=lambda line: None)
+    images = mnist.test_images[:200]
+    np.save(tmp_path / "images.npy", images)
+    run_python(f"""
+        import numpy as np
+        from mnist_jax import checkpoint
+        from mnist_jax.predict import predict
+        state = checkpoint.restore({str(tmp_path / 'run')!r}).state
+        np.save({str(tmp_path / 'probs.npy')!r}, predict(state, np.load({str(tmp_path / 'images.npy')!r})))
+    """)
+    restored = checkpoint.restore(tmp_path / "run")
+    assert restored.config == config and restored.state.ema_decay == 0.9
+    fresh = create_train_state(config, jax.random.key(0))
+    stats = jax.device_get(restored.state.batch_stats)["BatchNorm_0"]
+    assert not np.allclose(stats["mean"], jax.device_get(fresh.batch_stats)["BatchNorm_0"]["mean"])
+    ema, params = jax.device_get((restored.state.ema_params, restored.state.params))
+    assert not np.allclose(ema["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
+    here = predict(restored.state, images)
+    np.testing.assert_array_equal(np.load(tmp_path / "probs.npy"), here)

@@ -47,6 +47,10 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.dropout": "1"}, "invalid model.dropout=1.0: must be in [0, 1)"),
     ({"model.kernel_sizes": "3"}, "invalid model.kernel_sizes=3: must be one size per conv layer"),
     ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
+    ({"model.name": "vgg"}, "invalid model.name=vgg: must be one of cnn, resnet"),
+    ({"model.blocks_per_stage": "0"}, "invalid model.blocks_per_stage=0: must be at least 1"),
+    ({"train.ema": "1"}, "invalid train.ema=1.0: must be in [0, 1) (0: off)"),
+    ({"train.label_smoothing": "-0.1"}, "invalid train.label_smoothing=-0.1: must be in [0, 1) (0: off)"),
     ({"data.validation_size": "30000"},
      "invalid data.validation_size=30000: must be between 1 and 29999 (smaller than what is left for training)"),
     ({"model.strides": "2"}, "invalid model.strides=2: must be one stride per conv layer, or empty"),
@@ -67,7 +71,7 @@ def test_json_values_of_the_wrong_type_are_rejected():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, fast, tiny"),
+    (["--preset", "huge"], "error: unknown preset 'huge'; choose one of: default, fast, tiny, accurate, best"),
     (["--train.batch_size", "0"], "error: invalid train.batch_size=0: must be between 1 and the 55000 training images"),
 ])
 def test_train_cli_rejects_bad_config_in_one_line_before_loading_anything(tmp_path, args, message):

@@ -32,9 +32,14 @@ def run_segments(loop, config, state, steps):
     return state, np.array(losses)
 
 
-@pytest.mark.parametrize("checkpoint_every, augment", [(0, {}), (5, {"rotation": 8.0, "translation": 1.5})])
-def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment):
-    config = SMALL.replace(train={"checkpoint_every": checkpoint_every}, augment=augment)
+# A tiny ResNet with EMA and label smoothing: BatchNorm statistics and the EMA must advance alike in both forms.
+RESNET = ({"name": "resnet", "stage_features": (8, 16), "blocks_per_stage": 1}, {"ema": 0.9, "label_smoothing": 0.1})
+
+
+@pytest.mark.parametrize("checkpoint_every, augment, model, train", [
+    (0, {}, {}, {}), (5, {"rotation": 8.0, "translation": 1.5}, {}, {}), (0, {}, *RESNET)])
+def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment, model, train):
+    config = SMALL.replace(train={"checkpoint_every": checkpoint_every, **train}, augment=augment, model=model)
     keys = run_keys(0)
     steps = 2 * steps_per_epoch(config)
     host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh()), config,
@@ -43,7 +48,9 @@ def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, aug
                                                create_train_state(config, keys["init"]), steps)
     assert int(host_state.step) == int(device_state.step) == steps
     np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
-    for host, device in zip(jax.tree.leaves(host_state.params), jax.tree.leaves(device_state.params), strict=True):
+    host_leaves = jax.tree.leaves((host_state.params, host_state.batch_stats, host_state.ema_params))
+    device_leaves = jax.tree.leaves((device_state.params, device_state.batch_stats, device_state.ema_params))
+    for host, device in zip(host_leaves, device_leaves, strict=True):
         np.testing.assert_allclose(np.asarray(device), np.asarray(host), rtol=1e-4, atol=1e-5)
     assert host_losses[-1] < host_losses[0]
 

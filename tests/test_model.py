@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import config as config_lib
-from mnist_jax.models import create_model, init_params
+from mnist_jax.models import create_model, init_params, init_variables
 
 
 def count(params) -> int:
@@ -74,3 +74,27 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters_through_a_tr
     state, metrics = train_step(states["bf16"], batch, jax.random.key(1))
     assert {str(leaf.dtype) for leaf in jax.tree.leaves((state.params, state.opt_state))} == {"float32", "int32"}
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_resnet_halves_the_resolution_per_stage_and_carries_batchnorm_statistics():
+    config = config_lib.override(config_lib.get_preset("default"), {
+        "model.name": "resnet", "model.stage_features": "8,16,24", "model.blocks_per_stage": "2"})
+    model = create_model(config.model)
+    variables = init_variables(model, jax.random.key(0))
+    params, stats = variables["params"], variables["batch_stats"]
+    assert sorted(k for k in params if k.startswith("ResidualBlock")) == [f"ResidualBlock_{i}" for i in range(6)]
+    assert params["Dense_0"]["kernel"].shape == (24, 10)  # global average pool over the last stage's channels
+    assert params["ResidualBlock_1"]["Conv_0"]["kernel"].shape == (3, 3, 8, 8)
+    assert "Conv_2" in params["ResidualBlock_2"] and "Conv_2" not in params["ResidualBlock_3"]  # projection shortcut
+    np.testing.assert_array_equal(stats["BatchNorm_0"]["var"], np.ones(8))
+    images = jax.random.uniform(jax.random.key(1), (6, 28, 28, 1))
+    features = model.apply(variables, images, capture_intermediates=True)[1]["intermediates"]
+    assert [features[f"ResidualBlock_{i}"]["__call__"][0].shape[1] for i in range(0, 6, 2)] == [14, 7, 4]
+    logits, updates = model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(2)},
+                                  mutable=["batch_stats"])
+    assert logits.shape == (6, 10)
+    moved = updates["batch_stats"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(moved, stats["BatchNorm_0"]["mean"])
+    # Inference normalises by the running statistics: it is deterministic and batch-independent.
+    alone = model.apply(variables, images[:1])
+    np.testing.assert_allclose(model.apply(variables, images)[:1], alone, rtol=1e-5, atol=1e-6)
