@@ -183,13 +183,24 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, config: Config, sh
     target = abstract_state(config, sharding)
     try:
         with _stray_tracebacks_dropped_on_failure():
-            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+            try:
+                state = _restore_tree(manager, step, target)
+            except ValueError as error:
+                if "tree structures do not match" not in str(error) or target.batch_stats or target.ema_params:
+                    raise
+                # Checkpoints of version 0.1 hold only step, params and opt_state: restore those.
+                fields = {name: getattr(target, name) for name in ("step", "params", "opt_state")}
+                state = target.replace(**_restore_tree(manager, step, fields))
     except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise bare Exceptions for unreadable files
         raise DamagedCheckpoint(manager.directory, step, _reason("state", error)) from None
     # Truncated array files can read back as garbage instead of failing: the values must be finite.
     if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params)):
         raise DamagedCheckpoint(manager.directory, step, "state: parameters are not finite")
     return state
+
+
+def _restore_tree(manager: ocp.CheckpointManager, step: int, target):
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
 
 
 @contextlib.contextmanager

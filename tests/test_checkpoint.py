@@ -101,3 +101,18 @@ def test_a_resnet_with_ema_restores_its_batchnorm_statistics_and_ema_in_a_new_pr
     assert not np.allclose(ema["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
     here = predict(restored.state, images)
     np.testing.assert_array_equal(np.load(tmp_path / "probs.npy"), here)
+
+
+def test_a_checkpoint_of_version_0_1_without_batch_stats_or_ema_still_restores(tmp_path):
+    import orbax.checkpoint as ocp
+    from flax.training import train_state
+
+    state = create_train_state(TINY, jax.random.key(0))
+    old = train_state.TrainState.create(apply_fn=state.apply_fn, params=state.params, tx=state.tx)
+    old = old.replace(step=jnp.int32(7))
+    with ocp.CheckpointManager(tmp_path.absolute()) as manager:  # what version 0.1 wrote
+        manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(old),
+                                                config=ocp.args.JsonSave(config_lib.to_dict(TINY))))
+    restored = checkpoint.restore(tmp_path, "latest")
+    assert restored.step == 7 and restored.state.batch_stats == {} and restored.state.ema_params == {}
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.state.params), jax.device_get(state.params))
