@@ -92,10 +92,11 @@ def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] |
         try:
             return main(argv)
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            # Reads abandoned by a failed restore are collected at exit and would print their own
-            # tracebacks of the error just reported.
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            # Reads abandoned by a failed restore finish later, in C++ threads or when collected at
+            # exit, and print their own tracebacks of the error just reported: the line above is all.
             sys.unraisablehook = lambda unraisable: None
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
