@@ -110,10 +110,7 @@ def _write_config(workdir: Path, config: Config) -> None:
     """Writes config.json for a new run; for an existing one, refuses a different config."""
     path = workdir / "config.json"
     if path.exists():
-        saved = config_lib.from_dict(json.loads(path.read_text()))
-        if differences := config_lib.differences(saved, config):
-            raise UserError(f"{workdir} holds a run of another config ({'; '.join(differences)}); "
-                            "resume it without config flags, or pass --fresh to start over")
+        config_lib.check_same_run(workdir, config_lib.from_dict(json.loads(path.read_text())), config)
         return
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config_lib.to_dict(config), indent=2) + "\n")

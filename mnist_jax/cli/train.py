@@ -92,9 +92,8 @@ def choose_config(args: argparse.Namespace, workdir: Path) -> config_lib.Config:
         saved = config_lib.from_dict(json.loads(saved_path.read_text()))
     except ValueError as error:
         raise UserError(f"cannot read {saved_path} ({error}); pass --fresh to start over") from None
-    if config_flags_given(args) and (differences := config_lib.differences(saved, resolve_config(args, saved))):
-        raise UserError(f"{workdir} holds a run of another config ({'; '.join(differences)}); "
-                        "resume it without config flags, or pass --fresh to start over")
+    if config_flags_given(args):
+        config_lib.check_same_run(workdir, saved, resolve_config(args, saved))
     return saved
 
 
@@ -118,7 +117,9 @@ def prepare_workdir(args: argparse.Namespace, workdir: Path) -> None:
 
 def discard_after(directory: Path, step: int) -> None:
     """Moves the checkpoint steps after `step` aside, so training resumes from `step`."""
-    steps = sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()) if directory.is_dir() else []
+    from mnist_jax.checkpoint import saved_steps  # here: importing it loads JAX, which most runs need later
+
+    steps = saved_steps(directory)
     if step not in steps:
         raise UserError(f"no checkpoint step {step} in {directory}; available: {', '.join(map(str, steps)) or 'none'}")
     aside = directory.parent / "discarded-checkpoints"
