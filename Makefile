@@ -27,9 +27,11 @@ RUN ?= runs/latest
 docs:
 	cp $(RUN)/accuracy.png $(RUN)/loss.png docs/
 
-# The README's evaluation figures: bin/evaluate of a run (default: the newest) on the test split.
+# The README's evaluation figures: bin/evaluate of a run (default: the newest), or of the ensemble
+# of the runs in RUNS="runs/a runs/b ...", on the test split.
+RUNS ?= $(RUN)
 evaluation-figures: setup
-	bin/evaluate --run $(RUN) --out docs/evaluation
+	bin/evaluate $(foreach run,$(RUNS),--run $(run)) --out docs/evaluation
 
 # docs/augment.png: real training digits and random augmentations of them, one row per transform.
 augment-figure: setup

@@ -25,6 +25,7 @@ from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.errors import UserError
 from mnist_jax.train import TrainState, create_train_state
+from mnist_jax.writable import check_writable
 
 CHECKPOINTS = "checkpoints"  # subdirectory of a run directory
 
@@ -69,9 +70,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: C
     """
     try:
         # Saves run in the background; a directory that cannot be written is found here, at once.
-        probe = Path(manager.directory) / f".write-test-{step}-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        check_writable(manager.directory)
         manager.save(
             step,
             args=ocp.args.Composite(
@@ -100,14 +99,14 @@ def _unwritable(directory, what: str, error: OSError) -> UserError:
                      "the checkpoints before it are intact; free space or fix permissions, then rerun to resume")
 
 
-def replicated(device: jax.Device | None = None) -> jax.sharding.Sharding:
+def on_device(device: jax.Device | None = None) -> jax.sharding.Sharding:
     """Returns the sharding that puts a whole array on `device` (default: this process's first)."""
     return jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
 
 
 def abstract_state(config: Config, sharding: jax.sharding.Sharding | None = None) -> TrainState:
     """Returns the TrainState `config` builds, as shape/dtype structs placed with `sharding`."""
-    sharding = sharding or replicated()
+    sharding = sharding or on_device()
     shapes = jax.eval_shape(functools.partial(create_train_state, config), jax.random.key(0))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
@@ -137,7 +136,7 @@ def restore(path: Path, which: str = "best", device: jax.Device | None = None) -
             raise UserError(f"no checkpoint {'step ' + str(step) if step is not None else ''}in {directory}; "
                             f"available steps: {', '.join(map(str, steps)) or 'none'}")
         config = _read(manager, step, "config", ocp.args.JsonRestore(), config_lib.from_dict)
-        state = _restore_state(manager, step, config, replicated(device))
+        state = _restore_state(manager, step, config, on_device(device))
     finally:
         manager.close()
     return Restored(state=state, config=config, step=step, directory=directory)
@@ -164,7 +163,7 @@ def restore_for_resume(directory: Path, step: int, config: Config,
         if differences := config_lib.differences(stored, config):
             raise UserError(f"checkpoint step {step} in {directory} was written by another config "
                             f"({'; '.join(differences)}); train it in a new --workdir or pass --fresh")
-        state = _restore_state(manager, step, config, sharding or replicated())
+        state = _restore_state(manager, step, config, sharding or on_device())
         progress = _read(manager, step, "progress", ocp.args.JsonRestore(), dict)
     finally:
         manager.close()

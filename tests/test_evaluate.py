@@ -138,5 +138,5 @@ def test_an_unusable_output_directory_is_one_line(trained_run, tmp_path):
     blocker.write_text("not a directory")
     result = run_tool("evaluate", "--run", str(trained_run.path), "--out", str(blocker / "out"))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: cannot create output directory {blocker / 'out'} (Not a directory); " \
+    assert result.stderr.strip() == f"error: cannot write output directory {blocker / 'out'} (Not a directory); " \
                                     "pass another --out"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mnist_jax.errors import UserError
+from mnist_jax.writable import check_writable
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -51,9 +52,8 @@ def use_compilation_cache() -> None:
         return
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        check_writable(directory)
     except OSError:
-        return
-    if not os.access(directory, os.W_OK):
         return
     import jax
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.errors import UserError
+from mnist_jax.writable import check_writable
 
 FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}
 
@@ -50,10 +50,9 @@ def make_out_dir(path: Path) -> Path:
     """Creates `path` if needed; raises UserError when it cannot be created or written."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        check_writable(path)
     except OSError as error:
-        raise UserError(f"cannot create output directory {path} ({error.strerror}); pass another --out") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"output directory {path} is not writable; pass another --out")
+        raise UserError(f"cannot write output directory {path} ({error.strerror}); pass another --out") from None
     return path
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import sys
@@ -20,6 +19,7 @@ from mnist_jax.cli.common import (
     use_compilation_cache,
 )
 from mnist_jax.errors import UserError
+from mnist_jax.writable import check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,9 +102,7 @@ def prepare_workdir(args: argparse.Namespace, workdir: Path) -> None:
     with --from-step N, steps after N moved to discarded-checkpoints/."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        check_writable(workdir)
     except OSError as error:
         raise UserError(f"cannot write run directory {workdir} ({error.strerror}); pass another --workdir") from None
     if args.fresh:
