@@ -98,6 +98,11 @@ class Config:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "augment": AugmentConfig}
 
+_ACCURATE = Config(
+    train=TrainConfig(epochs=20, ema=0.999, label_smoothing=0.1),
+    augment=AugmentConfig(rotation=10.0, scale=0.1, shear=8.0, translation=2.0),
+)
+
 PRESETS: dict[str, Config] = {
     # The main job: >= 99.2% test accuracy in a few minutes on 2 CPU cores.
     "default": Config(),
@@ -115,17 +120,12 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(epochs=1, batch_size=128, learning_rate=5e-3),
     ),
     # Target >= 99.6% within 30 minutes on 2 CPU cores: the default CNN, trained longer on
-    # randomly distorted digits, evaluated with the EMA of its weights.
-    "accurate": Config(
-        train=TrainConfig(epochs=20, ema=0.999, label_smoothing=0.1),
-        augment=AugmentConfig(rotation=10.0, scale=0.1, shear=8.0, translation=2.0),
-    ),
-    # Target >= 99.7%, single model: the accurate recipe trained twice as long. The ResNet
-    # (`--model.name resnet`) trains at a quarter of this CNN's images/s on XLA:CPU (see the README).
-    "best": Config(
-        train=TrainConfig(epochs=40, ema=0.999, label_smoothing=0.1),
-        augment=AugmentConfig(rotation=10.0, scale=0.1, shear=8.0, translation=2.0),
-    ),
+    # randomly distorted digits, evaluated with the EMA of its weights. Test 99.64 / 99.56 / 99.71%
+    # for seeds 0 / 1 / 2.
+    "accurate": _ACCURATE,
+    # Target >= 99.7%, single model, not met: 99.62% (seed 0). Of the variants of `accurate` tried
+    # (see the README), training it twice as long scored highest on validation.
+    "best": _ACCURATE.replace(train={"epochs": 40}),
 }
 
 _CHOICES = {
