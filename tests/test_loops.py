@@ -48,11 +48,24 @@ def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, aug
                                                create_train_state(config, keys["init"]), steps)
     assert int(host_state.step) == int(device_state.step) == steps
     np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
-    host_leaves = jax.tree.leaves((host_state.params, host_state.batch_stats, host_state.ema_params))
-    device_leaves = jax.tree.leaves((device_state.params, device_state.batch_stats, device_state.ema_params))
-    for host, device in zip(host_leaves, device_leaves, strict=True):
-        np.testing.assert_allclose(np.asarray(device), np.asarray(host), rtol=1e-4, atol=1e-5)
+    # The forms compile the step differently (alone, or inside a scan), so float rounding differs, and
+    # Adam's normalised updates carry it along: in a ResNet, elements differ by up to 1e-4 after 40
+    # steps. The two trajectories must still agree to a thousandth of the distance training moved the
+    # variables (measured: 6e-5 for the ResNet, 3e-7 for the CNN); another batch or key would not.
+    initial = trained_variables(create_train_state(config, keys["init"]))
+    host, device = trained_variables(host_state), trained_variables(device_state)
+    assert distance(device, host) < 1e-3 * distance(host, initial)
     assert host_losses[-1] < host_losses[0]
+
+
+def trained_variables(state):
+    return state.params, state.batch_stats, state.ema_params
+
+
+def distance(a, b) -> float:
+    """The Euclidean distance between two pytrees of arrays of the same structure, in float64."""
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return float(np.sqrt(sum(np.sum((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2) for x, y in pairs)))
 
 
 def test_auto_picks_the_host_loop_on_cpu(splits):
