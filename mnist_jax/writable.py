@@ -15,3 +15,9 @@ def check_writable(directory: Path) -> None:
     probe = Path(directory) / f".write-test-{os.getpid()}"
     probe.write_text("")
     probe.unlink()
+
+
+def make_writable(directory: Path) -> None:
+    """Creates `directory` (and its parents) if needed, then `check_writable`s it; raises OSError."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    check_writable(directory)

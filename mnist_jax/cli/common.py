@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mnist_jax.errors import UserError
-from mnist_jax.writable import check_writable
+from mnist_jax.writable import make_writable
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -51,8 +51,7 @@ def use_compilation_cache() -> None:
     if directory is None:
         return
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        check_writable(directory)
+        make_writable(directory)
     except OSError:
         return
     import jax

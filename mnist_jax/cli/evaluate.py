@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.errors import UserError
-from mnist_jax.writable import check_writable
+from mnist_jax.writable import make_writable
 
 FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}
 
@@ -49,8 +49,7 @@ def default_out(run_dir: Path, split: str, runs: int, views: int) -> Path:
 def make_out_dir(path: Path) -> Path:
     """Creates `path` if needed; raises UserError when it cannot be created or written."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        check_writable(path)
+        make_writable(path)
     except OSError as error:
         raise UserError(f"cannot write output directory {path} ({error.strerror}); pass another --out") from None
     return path

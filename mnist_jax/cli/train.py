@@ -19,7 +19,7 @@ from mnist_jax.cli.common import (
     use_compilation_cache,
 )
 from mnist_jax.errors import UserError
-from mnist_jax.writable import check_writable
+from mnist_jax.writable import make_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +101,7 @@ def prepare_workdir(args: argparse.Namespace, workdir: Path) -> None:
     """Makes `workdir` ready: created and writable; emptied of the old run with --fresh;
     with --from-step N, steps after N moved to discarded-checkpoints/."""
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        check_writable(workdir)
+        make_writable(workdir)
     except OSError as error:
         raise UserError(f"cannot write run directory {workdir} ({error.strerror}); pass another --workdir") from None
     if args.fresh:
