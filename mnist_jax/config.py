@@ -40,6 +40,7 @@ class ModelConfig:
     pool: str = "avg"  # 2x2 pooling after each conv: avg | max | none
     dense_features: tuple[int, ...] = (256,)  # hidden dense layers before the logits
     dropout: float = 0.25  # cnn: after each hidden dense layer; resnet: before the logits
+    norm: str = "none"  # cnn: normalisation after each conv: none | batch (BatchNorm; resnet always has it)
     dtype: str = "float32"  # cnn: compute dtype (float32 | bfloat16); parameters stay float32
     stage_features: tuple[int, ...] = (32, 64)  # resnet: channels per stage; each later stage halves the resolution
     blocks_per_stage: int = 2  # resnet: residual blocks per stage
@@ -131,6 +132,7 @@ PRESETS: dict[str, Config] = {
 _CHOICES = {
     ("model", "name"): ("cnn", "resnet"),
     ("model", "pool"): ("avg", "max", "none"),
+    ("model", "norm"): ("none", "batch"),
     ("model", "dtype"): ("float32", "bfloat16"),
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),

@@ -15,11 +15,12 @@ NUM_CLASSES = 10
 
 
 class CNN(nn.Module):
-    """Conv -> ReLU -> 2x2 pool blocks, then dense -> ReLU -> dropout layers, then logits.
+    """Conv -> [BatchNorm ->] ReLU -> 2x2 pool blocks, then dense -> ReLU -> dropout layers, then logits.
 
     Call with images float32 (B, 28, 28, 1) in [0, 1]; returns logits float32 (B, 10).
-    Dropout needs an rng named "dropout" when `train=True`. With `dtype` bfloat16 the layers
-    compute in bfloat16 while their parameters (and so the optimizer) stay float32.
+    Dropout needs an rng named "dropout" when `train=True`; with `norm` "batch", BatchNorm
+    updates the "batch_stats" collection then (apply with mutable=["batch_stats"]). With `dtype`
+    bfloat16 the layers compute in bfloat16 while their parameters (and so the optimizer) stay float32.
     """
 
     conv_features: Sequence[int] = (32, 64)
@@ -28,6 +29,7 @@ class CNN(nn.Module):
     pool: str = "avg"
     dense_features: Sequence[int] = (256,)
     dropout: float = 0.25
+    norm: str = "none"
     dtype: str = "float32"
 
     @nn.compact
@@ -36,7 +38,10 @@ class CNN(nn.Module):
         x = images.astype(dtype)
         strides = self.strides or (1,) * len(self.conv_features)
         for features, size, stride in zip(self.conv_features, self.kernel_sizes, strides, strict=True):
-            x = nn.relu(nn.Conv(features, (size, size), strides=(stride, stride), dtype=dtype)(x))
+            x = nn.Conv(features, (size, size), strides=(stride, stride), use_bias=self.norm == "none", dtype=dtype)(x)
+            if self.norm == "batch":
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x)
+            x = nn.relu(x)
             if self.pool == "avg":
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
             elif self.pool == "max":
@@ -104,6 +109,7 @@ def create_model(config: ModelConfig) -> nn.Module:
         pool=config.pool,
         dense_features=config.dense_features,
         dropout=config.dropout,
+        norm=config.norm,
         dtype=config.dtype,
     )
 
