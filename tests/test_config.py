@@ -48,6 +48,7 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.kernel_sizes": "3"}, "invalid model.kernel_sizes=3: must be one size per conv layer"),
     ({"model.pool": "median"}, "invalid model.pool=median: must be one of avg, max, none"),
     ({"model.name": "vgg"}, "invalid model.name=vgg: must be one of cnn, resnet"),
+    ({"model.norm": "layer"}, "invalid model.norm=layer: must be one of none, batch"),
     ({"model.blocks_per_stage": "0"}, "invalid model.blocks_per_stage=0: must be at least 1"),
     ({"train.ema": "1"}, "invalid train.ema=1.0: must be in [0, 1) (0: off)"),
     ({"train.label_smoothing": "-0.1"}, "invalid train.label_smoothing=-0.1: must be in [0, 1) (0: off)"),

@@ -90,11 +90,33 @@ def test_resnet_halves_the_resolution_per_stage_and_carries_batchnorm_statistics
     images = jax.random.uniform(jax.random.key(1), (6, 28, 28, 1))
     features = model.apply(variables, images, capture_intermediates=True)[1]["intermediates"]
     assert [features[f"ResidualBlock_{i}"]["__call__"][0].shape[1] for i in range(0, 6, 2)] == [14, 7, 4]
+    assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model, variables, images)
+
+
+def test_cnn_with_batchnorm_normalises_every_conv_without_its_bias_and_trains_its_statistics(mnist):
+    from mnist_jax.train import create_train_state, train_step
+
+    config = config_lib.override(config_lib.get_preset("tiny"), {"model.norm": "batch"})
+    model = create_model(config.model)
+    variables = init_variables(model, jax.random.key(0))
+    assert sorted(variables["batch_stats"]) == ["BatchNorm_0", "BatchNorm_1"]
+    assert sorted(variables["params"]["Conv_1"]) == ["kernel"]  # BatchNorm's shift replaces the bias
+    assert variables["params"]["BatchNorm_1"]["scale"].shape == (16,)
+    images = mnist.train_images[:6].astype(np.float32) / 255
+    assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model, variables, images)
+    state = create_train_state(config, jax.random.key(0))
+    before = jax.device_get(state.batch_stats)
+    batch = {"image": mnist.train_images[:128], "label": mnist.train_labels[:128].astype(np.int32)}
+    state, _ = train_step(state, batch, jax.random.key(1))
+    assert not np.allclose(state.batch_stats["BatchNorm_0"]["mean"], before["BatchNorm_0"]["mean"])
+
+
+def assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model, variables, images):
     logits, updates = model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(2)},
                                   mutable=["batch_stats"])
-    assert logits.shape == (6, 10)
+    assert logits.shape == (len(images), 10)
     moved = updates["batch_stats"]["BatchNorm_0"]["mean"]
-    assert not np.allclose(moved, stats["BatchNorm_0"]["mean"])
+    assert not np.allclose(moved, variables["batch_stats"]["BatchNorm_0"]["mean"])
     # Inference normalises by the running statistics: it is deterministic and batch-independent.
     alone = model.apply(variables, images[:1])
     np.testing.assert_allclose(model.apply(variables, images)[:1], alone, rtol=1e-5, atol=1e-6)
