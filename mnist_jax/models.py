@@ -14,6 +14,11 @@ from mnist_jax.config import ModelConfig
 NUM_CLASSES = 10
 
 
+def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
+    """Returns a BatchNorm layer that normalises by the batch when `train`, else by its running statistics."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, **kwargs)
+
+
 class CNN(nn.Module):
     """Conv -> [BatchNorm ->] ReLU -> 2x2 pool blocks, then dense -> ReLU -> dropout layers, then logits.
 
@@ -40,7 +45,7 @@ class CNN(nn.Module):
         for features, size, stride in zip(self.conv_features, self.kernel_sizes, strides, strict=True):
             x = nn.Conv(features, (size, size), strides=(stride, stride), use_bias=self.norm == "none", dtype=dtype)(x)
             if self.norm == "batch":
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x)
+                x = batch_norm(train, dtype=dtype)(x)
             x = nn.relu(x)
             if self.pool == "avg":
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
@@ -61,7 +66,7 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+        norm = functools.partial(batch_norm, train)
         y = nn.Conv(self.features, (3, 3), strides=self.strides, use_bias=False)(x)
         y = nn.relu(norm()(y))
         y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
@@ -88,7 +93,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
         x = nn.Conv(self.stage_features[0], (3, 3), use_bias=False)(images)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+        x = nn.relu(batch_norm(train)(x))
         for features in self.stage_features:
             for block in range(self.blocks_per_stage):
                 x = ResidualBlock(features, strides=2 if block == 0 else 1)(x, train=train)
