@@ -93,8 +93,8 @@ def test_resnet_halves_the_resolution_per_stage_and_carries_batchnorm_statistics
     assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model, variables, images)
 
 
-def test_cnn_with_batchnorm_normalises_every_conv_without_its_bias_and_trains_its_statistics(mnist):
-    from mnist_jax.train import create_train_state, train_step
+def test_cnn_with_batchnorm_normalises_every_conv_without_its_bias(mnist):
+    from mnist_jax.train import scale_images
 
     config = config_lib.override(config_lib.get_preset("tiny"), {"model.norm": "batch"})
     model = create_model(config.model)
@@ -102,13 +102,9 @@ def test_cnn_with_batchnorm_normalises_every_conv_without_its_bias_and_trains_it
     assert sorted(variables["batch_stats"]) == ["BatchNorm_0", "BatchNorm_1"]
     assert sorted(variables["params"]["Conv_1"]) == ["kernel"]  # BatchNorm's shift replaces the bias
     assert variables["params"]["BatchNorm_1"]["scale"].shape == (16,)
-    images = mnist.train_images[:6].astype(np.float32) / 255
+    images = scale_images(mnist.train_images[:6])
     assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model, variables, images)
-    state = create_train_state(config, jax.random.key(0))
-    before = jax.device_get(state.batch_stats)
-    batch = {"image": mnist.train_images[:128], "label": mnist.train_labels[:128].astype(np.int32)}
-    state, _ = train_step(state, batch, jax.random.key(1))
-    assert not np.allclose(state.batch_stats["BatchNorm_0"]["mean"], before["BatchNorm_0"]["mean"])
+    # A train step advancing these statistics, and evaluation using them: test_train.py.
 
 
 def assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model, variables, images):

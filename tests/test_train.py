@@ -117,9 +117,12 @@ def test_label_smoothing_zero_is_the_plain_loss_and_otherwise_follows_the_formul
     assert np.all(np.asarray(cross_entropy_loss(logits, labels, smoothing)) != np.asarray(plain))
 
 
-def test_a_resnet_step_advances_the_batchnorm_statistics_that_evaluation_uses(batch):
-    config = config_lib.override(config_lib.get_preset("tiny"), {
-        "model.name": "resnet", "model.stage_features": "8,16", "model.blocks_per_stage": "1"})
+@pytest.mark.parametrize("model", [
+    {"model.name": "resnet", "model.stage_features": "8,16", "model.blocks_per_stage": "1"},
+    {"model.norm": "batch"},
+], ids=["resnet", "cnn-batchnorm"])
+def test_a_batchnorm_step_advances_the_statistics_that_evaluation_uses(batch, model):
+    config = config_lib.override(config_lib.get_preset("tiny"), model)
     state = create_train_state(config, jax.random.key(0))
     initial = jax.device_get(state.batch_stats)
     state, metrics = train_step(state, batch, jax.random.key(1))
