@@ -65,7 +65,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: C
          metrics: dict[str, float] | None, progress: dict[str, float]) -> None:
     """Starts saving `state` (at `step`), `config` and the epoch's running `progress` as step `step`.
 
-    metrics: {"val_accuracy", ...} at an epoch end (ranks the step for "best"), None inside an epoch.
+    metrics: {"val_accuracy", ...} at an epoch end (ranks the step for "best"; "val_temperature"
+    becomes the step's `Restored.temperature`), None inside an epoch.
     Raises UserError when the directory cannot be written; the earlier steps stay intact.
     """
     try:
@@ -117,6 +118,7 @@ class Restored:
     config: Config
     step: int
     directory: Path  # the checkpoints directory the step came from
+    temperature: float = 1.0  # calibrates the step's probabilities; 1.0 (none) for steps saved inside an epoch
 
 
 def restore(path: Path, which: str = "best", device: jax.Device | None = None) -> Restored:
@@ -137,9 +139,11 @@ def restore(path: Path, which: str = "best", device: jax.Device | None = None) -
                             f"available steps: {', '.join(map(str, steps)) or 'none'}")
         config = _read(manager, step, "config", ocp.args.JsonRestore(), config_lib.from_dict)
         state = _restore_state(manager, step, config, on_device(device))
+        # Runs written before temperature scaling have no "val_temperature": they stay uncalibrated.
+        temperature = (manager.metrics(step) or {}).get("val_temperature", 1.0)
     finally:
         manager.close()
-    return Restored(state=state, config=config, step=step, directory=directory)
+    return Restored(state=state, config=config, step=step, directory=directory, temperature=temperature)
 
 
 class DamagedCheckpoint(UserError):

@@ -91,8 +91,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
                 bar.close()
                 bar = None
                 record = _end_epoch(config, workdir, state, step, data, progress, history, replicated, lead)
-                _save(manager, step, state, config,
-                      {"val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}, {}, workdir)
+                metrics = {name: record[name] for name in ("val_accuracy", "val_loss", "val_temperature")}
+                _save(manager, step, state, config, metrics, {}, workdir)
                 log(_epoch_line(record, config.train.epochs))
                 progress = _new_progress()
             elif config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
@@ -206,6 +206,7 @@ def _end_epoch(config: Config, workdir: Path, state, step: int, data: Splits, pr
         "train_accuracy": progress["correct_sum"] / progress["seen"],
         "val_loss": val["loss"],
         "val_accuracy": val["accuracy"],
+        "val_temperature": val["temperature"],
         "train_seconds": progress["seconds"],
         "images_per_second": (progress["steady_seen"] / progress["steady_seconds"]
                               if progress["steady_seconds"] > 0 else math.nan),
@@ -239,6 +240,7 @@ def _final_test(config: Config, workdir: Path, data: Splits, history: list[dict]
         "best_epoch": best_record["epoch"],
         "best_step": best.step,
         "best_val_accuracy": best_record["val_accuracy"],
+        "temperature": best.temperature,
         "epochs": config.train.epochs,
         "parameters": parameter_count,
         "train_seconds": sum(r["train_seconds"] for r in history),

@@ -20,6 +20,7 @@ from mnist_jax import parallel
 from mnist_jax.augment import augment as augment_images
 from mnist_jax.config import AugmentConfig, Config, TrainConfig
 from mnist_jax.models import create_model, init_variables
+from mnist_jax.temperature import fit_temperature, nll_by_temperature
 
 
 def scale_images(images: jax.Array) -> jax.Array:
@@ -153,7 +154,8 @@ train_step = jax.jit(update, donate_argnums=0, static_argnames=("augment", "labe
 
 @jax.jit
 def eval_step(state: TrainState, batch: dict) -> dict:
-    """Returns sums over the real rows of `batch`: {"loss", "correct", "count"} (scalars).
+    """Returns sums over the real rows of `batch`: {"loss", "correct", "count"} (scalars) and
+    "nll_by_temperature" (K,), the loss at each candidate temperature of `temperature.TEMPERATURES`.
 
     Uses `inference_variables` (EMA params when kept, BatchNorm running statistics); the loss
     is the plain cross-entropy, without label smoothing.
@@ -164,12 +166,14 @@ def eval_step(state: TrainState, batch: dict) -> dict:
         "loss": jnp.sum(cross_entropy_loss(logits, batch["label"]) * mask),
         "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
         "count": jnp.sum(mask),
+        "nll_by_temperature": jnp.sum(nll_by_temperature(logits, batch["label"]) * mask[:, None], axis=0),
     }
 
 
 def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray, batch_size: int,
              sharding: jax.sharding.NamedSharding | None = None) -> dict[str, float]:
-    """Returns mean {"loss", "accuracy"} over all images (N, 28, 28, 1), in fixed-size batches.
+    """Returns mean {"loss", "accuracy"} over all images (N, 28, 28, 1), in fixed-size batches, and the
+    "temperature" that would calibrate the probabilities on them (see `temperature.fit_temperature`).
 
     The last batch is padded (and masked) so `eval_step` compiles once. With `sharding`, each
     batch is split over its mesh, each process putting only its share.
@@ -183,7 +187,8 @@ def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray, batch_si
         sums = eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = parallel.to_host(totals)
-    return {"loss": float(totals["loss"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
+    return {"loss": float(totals["loss"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"]),
+            "temperature": fit_temperature(totals["nll_by_temperature"])}
 
 
 def padded_batches(images: np.ndarray, batch_size: int, labels: np.ndarray | None = None):
