@@ -35,10 +35,16 @@ def tta_views(images: np.ndarray, views: int, seed: int = TTA_SEED) -> list[np.n
                        for view in range(1, views)]
 
 
-def ensemble_probabilities(states: Sequence[TrainState], images: np.ndarray, views: int = 1) -> np.ndarray:
-    """Returns the mean softmax probabilities (N, 10) over every state and test-time view of the images."""
+def ensemble_probabilities(states: Sequence[TrainState], images: np.ndarray, views: int = 1,
+                           temperatures: Sequence[float] | None = None) -> np.ndarray:
+    """Returns the mean softmax probabilities (N, 10) over every state and test-time view of the images.
+
+    temperatures: one per state, dividing its logits (see `temperature.py`); None: 1.0 for each.
+    """
     inputs = tta_views(images, views)
-    return np.mean([predict(state, view) for state in states for view in inputs], axis=0)
+    temperatures = [1.0] * len(states) if temperatures is None else temperatures
+    return np.mean([predict(state, view, temperature=temperature)
+                    for state, temperature in zip(states, temperatures, strict=True) for view in inputs], axis=0)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -11,21 +11,27 @@ BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
 
 
 @jax.jit
-def predict_probs(state: TrainState, images: jax.Array) -> jax.Array:
-    """Returns class probabilities (B, 10) for uint8 images (B, 28, 28, 1).
+def predict_probs(state: TrainState, images: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
+    """Returns class probabilities softmax(logits / temperature) (B, 10) for uint8 images (B, 28, 28, 1).
 
     Applies `inference_variables(state)`: the EMA params when the run kept them, else the params.
+    `temperature` is traced: every value runs the same compiled function.
     """
     logits = state.apply_fn(inference_variables(state), scale_images(images), train=False)
-    return jax.nn.softmax(logits)
+    return jax.nn.softmax(logits / temperature)
 
 
-def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Returns probabilities (N, 10) for uint8 images (N, 28, 28, 1), in fixed-size batches."""
+def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE,
+            temperature: float = 1.0) -> np.ndarray:
+    """Returns probabilities (N, 10) for uint8 images (N, 28, 28, 1), in fixed-size batches.
+
+    `temperature`: a checkpoint's `Restored.temperature` calibrates them; 1.0 gives the raw softmax.
+    """
     if len(images) == 0:
         return np.zeros((0, 10), np.float32)
+    temperature = np.float32(temperature)  # one dtype, so a Python float and a stored value share a compile
     parts = [
-        np.asarray(predict_probs(state, batch["image"]))[batch["mask"] > 0]
+        np.asarray(predict_probs(state, batch["image"], temperature))[batch["mask"] > 0]
         for batch in padded_batches(images, batch_size)
     ]
     return np.concatenate(parts)

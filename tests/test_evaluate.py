@@ -7,7 +7,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import run_tool
+from conftest import read_jsonl, run_tool
 from PIL import Image
 
 from mnist_jax import checkpoint, evaluation
@@ -56,8 +56,11 @@ def test_reported_accuracy_matches_an_independent_computation_and_figures_are_wr
     assert confusion.sum() == 10000 and confusion[3, 5] == np.sum((labels == 3) & (predicted == 5))
     trained = json.loads((trained_run.path / "summary.json").read_text())
     assert summary["accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-6)
-    assert summary["loss"] == pytest.approx(trained["test_loss"], rel=1e-4)
-    assert summary["runs"] == [{"run": str(trained_run.path), "step": trained["best_step"]}]
+    # The probabilities are calibrated by the temperature stored with the checkpoint.
+    log_probs = np.asarray(jax.nn.log_softmax(logits / restored.temperature))
+    assert summary["loss"] == pytest.approx(-np.mean(log_probs[np.arange(10000), labels]), rel=1e-4)
+    assert summary["runs"] == [{"run": str(trained_run.path), "step": trained["best_step"],
+                                "temperature": restored.temperature}]
     assert 0 < summary["expected_calibration_error"] < 0.1
 
     out = trained_run.path / "evaluation" / "test"
@@ -78,12 +81,24 @@ def test_an_ensemble_of_one_run_twice_equals_the_run(trained_run, data_args, sin
     assert twice["loss"] == pytest.approx(single["loss"], rel=1e-6)
 
 
+def test_uncalibrated_gives_the_raw_softmax_that_training_tested(trained_run, data_args, single):
+    raw = evaluate_json("--run", str(trained_run.path), "--uncalibrated", *data_args)
+    trained = json.loads((trained_run.path / "summary.json").read_text())
+    assert raw["out"] == str(trained_run.path / "evaluation" / "test-uncalibrated")
+    assert raw["runs"][0]["temperature"] == 1.0
+    assert raw["loss"] == pytest.approx(trained["test_loss"], rel=1e-4)
+    for key in ("accuracy", "errors", "confusion_matrix"):
+        assert raw[key] == single[key], key
+
+
 def test_validation_split_matches_the_validation_accuracy_training_selected_by(trained_run, data_args, tmp_path):
     summary = evaluate_json("--run", str(trained_run.path), "--split", "validation", "--out", str(tmp_path / "v"),
                             *data_args)
     trained = json.loads((trained_run.path / "summary.json").read_text())
     assert summary["images"] == 5000 and summary["split"] == "validation"
     assert summary["accuracy"] == pytest.approx(trained["best_val_accuracy"], abs=1e-6)
+    best = next(r for r in read_jsonl(trained_run.path / "metrics.jsonl") if r["step"] == trained["best_step"])
+    assert summary["loss"] < best["val_loss"]  # the temperature was fitted to lower exactly this loss
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted([*FIGURES, "summary.json"])
 
 

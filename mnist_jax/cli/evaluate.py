@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", type=int, default=1, metavar="N",
                         help="test-time augmentation: average over the image and N-1 small random distortions "
                              "of it (fixed key; default 1: off)")
+    parser.add_argument("--uncalibrated", action="store_true",
+                        help="use each run's raw softmax instead of dividing its logits by the temperature fitted "
+                             "on validation when the checkpoint was saved")
     parser.add_argument("--out", type=Path,
                         help="directory for summary.json and the figures (default: RUN/evaluation/<split>..., "
                              "RUN being the first run)")
@@ -40,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_out(run_dir: Path, split: str, runs: int, views: int) -> Path:
-    """Returns RUN/evaluation/<split>[-ensembleK][-ttaN]: different evaluations never overwrite each other."""
-    name = split + (f"-ensemble{runs}" if runs > 1 else "") + (f"-tta{views}" if views > 1 else "")
+def default_out(run_dir: Path, split: str, runs: int, views: int, uncalibrated: bool = False) -> Path:
+    """Returns RUN/evaluation/<split>[-ensembleK][-ttaN][-uncalibrated]: different evaluations never overwrite
+    each other."""
+    name = (split + (f"-ensemble{runs}" if runs > 1 else "") + (f"-tta{views}" if views > 1 else "")
+            + ("-uncalibrated" if uncalibrated else ""))
     return run_dir / "evaluation" / name
 
 
@@ -74,7 +79,7 @@ def print_summary(summary: dict) -> None:
     tta = f", test-time augmentation over {summary['tta']} views" if summary["tta"] > 1 else ""
     print(f"{what} on the {summary['split']} split ({summary['images']:,} images{tta})")
     for run in runs:
-        print(f"  {run['run']}: checkpoint step {run['step']}")
+        print(f"  {run['run']}: checkpoint step {run['step']}, temperature {run['temperature']:.3f}")
     print(f"accuracy {100 * summary['accuracy']:.2f}% ({summary['errors']} errors), loss {summary['loss']:.4f}, "
           f"expected calibration error {100 * summary['expected_calibration_error']:.2f}%")
     print("digit     " + "".join(f"{digit:>8}" for digit in range(10)))
@@ -93,13 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_jax import checkpoint, evaluation, plots
 
     restored = [checkpoint.restore(run, args.checkpoint) for run in runs]
-    out = make_out_dir(args.out or default_out(restored[0].directory.parent, args.split, len(runs), args.tta))
+    out = make_out_dir(args.out or default_out(restored[0].directory.parent, args.split, len(runs), args.tta,
+                                               args.uncalibrated))
     images, labels = labelled_split(args, restored)
 
-    probabilities = evaluation.ensemble_probabilities([run.state for run in restored], images, args.tta)
+    temperatures = [1.0 if args.uncalibrated else run.temperature for run in restored]
+    probabilities = evaluation.ensemble_probabilities([run.state for run in restored], images, args.tta, temperatures)
     summary = {
         "split": args.split, "tta": args.tta,
-        "runs": [{"run": str(path), "step": run.step} for path, run in zip(runs, restored, strict=True)],
+        "runs": [{"run": str(path), "step": run.step, "temperature": temperature}
+                 for path, run, temperature in zip(runs, restored, temperatures, strict=True)],
         **evaluation.summarize(probabilities, labels),
         "out": str(out),
     }

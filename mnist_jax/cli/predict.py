@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             if not good:
                 continue
             images = np.stack([image for _, digits in good for image in digits])
-            rankings = iter(top_k(predict(run.state, images), ranks))
+            rankings = iter(top_k(predict(run.state, images, temperature=run.temperature), ranks))
             for path, digits in good:
                 print(format_result(report.Result(path, [next(rankings) for _ in digits]), args, width))
                 if args.show_preprocessed:

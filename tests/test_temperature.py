@@ -1,0 +1,79 @@
+"""Temperature scaling: the fitted T is the exact minimiser of the cross-entropy and recovers a known
+miscalibration; a trained run keeps its T in the checkpoint, and bin/predict applies it."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import read_jsonl, run_tool
+from PIL import Image
+from scipy.optimize import minimize_scalar
+
+from mnist_jax import checkpoint, dataset
+from mnist_jax.predict import predict
+from mnist_jax.preprocess import preprocess_file
+from mnist_jax.temperature import TEMPERATURES, fit_temperature, nll_by_temperature
+from mnist_jax.train import inference_variables, scale_images
+
+
+def exact_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising the mean cross-entropy of softmax(logits / T), by scipy in float64."""
+    logits = np.asarray(logits, np.float64)
+
+    def loss(log_t):
+        scaled = logits / np.exp(log_t)
+        scaled -= scaled.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(scaled).sum(axis=1)) - scaled[np.arange(len(labels)), labels])
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-4, 4), method="bounded", options={"xatol": 1e-7}).x))
+
+
+def fitted(logits, labels) -> float:
+    return fit_temperature(np.sum(nll_by_temperature(logits, labels), axis=0))
+
+
+def test_the_candidates_span_sixteenfold_both_ways_and_include_no_scaling():
+    assert TEMPERATURES[0] == 1 / 16 and TEMPERATURES[-1] == 16 and 1.0 in TEMPERATURES
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_the_fit_recovers_a_known_miscalibration_and_is_the_exact_minimiser(scale):
+    # Labels drawn from softmax(z): logits scale * z are calibrated by T = scale, up to sampling noise.
+    key_logits, key_labels = jax.random.split(jax.random.key(0))
+    true_logits = 2.0 * jax.random.normal(key_logits, (20000, 10))
+    labels = np.asarray(jax.random.categorical(key_labels, true_logits))
+    logits = np.asarray(true_logits) * scale
+    temperature = fitted(logits, labels)
+    assert temperature == pytest.approx(exact_temperature(logits, labels), rel=1e-3)  # not limited to the grid
+    assert temperature == pytest.approx(scale, rel=0.05)
+
+
+def test_a_trained_run_keeps_the_temperature_that_minimises_its_validation_loss(trained_run, mnist):
+    restored = checkpoint.restore(trained_run.path)
+    record = next(r for r in read_jsonl(trained_run.path / "metrics.jsonl") if r["step"] == restored.step)
+    summary = json.loads((trained_run.path / "summary.json").read_text())
+    assert restored.temperature == record["val_temperature"] == summary["temperature"]
+    validation = dataset.split(mnist, restored.config.data).validation
+    logits = restored.state.apply_fn(inference_variables(restored.state), scale_images(validation.images), train=False)
+    assert restored.temperature == pytest.approx(exact_temperature(logits, validation.labels), rel=1e-3)
+    assert restored.temperature != 1.0
+
+
+def test_predict_reports_the_calibrated_probability(trained_run, mnist, tmp_path):
+    restored = checkpoint.restore(trained_run.path)
+    raw = predict(restored.state, mnist.test_images[:500])
+    images = mnist.test_images[np.argsort(raw.max(axis=1))[:4]]  # the least sure: far from a saturated 1.0
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"digit-{index}.png")
+        Image.fromarray(image[:, :, 0]).save(paths[-1])
+    result = run_tool("predict", *map(str, paths), "--run", str(trained_run.path), "--json")
+    assert result.returncode == 0, result.stderr
+    reported = [json.loads(line)["probability"] for line in result.stdout.splitlines()]
+    seen = np.stack([preprocess_file(path) for path in paths])  # what the tool feeds the model
+    calibrated = predict(restored.state, seen, temperature=restored.temperature).max(axis=1)
+    np.testing.assert_allclose(reported, calibrated, atol=2e-6)  # JSON rounds to 6 decimals
+    assert not np.allclose(reported, predict(restored.state, seen).max(axis=1), atol=1e-3)
