@@ -14,6 +14,7 @@ from mnist_jax.errors import UserError
 from mnist_jax.models import CNN, create_model, init_params
 from mnist_jax.predict import predict, predict_probs
 from mnist_jax.preprocess import load_grayscale, preprocess_file, to_mnist
+from mnist_jax.temperature import fit_temperature, nll_by_temperature
 from mnist_jax.train import (
     create_optimizer,
     create_train_state,
@@ -29,6 +30,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AugmentConfig", "CNN", "Config", "DataConfig", "ModelConfig", "TrainConfig", "UserError",
     "create_model", "create_optimizer", "create_train_state", "cross_entropy_loss", "eval_step", "evaluate",
-    "get_preset", "init_params", "load_grayscale", "load_run", "predict", "predict_probs", "preprocess_file",
-    "scale_images", "to_mnist", "train_step",
+    "fit_temperature", "get_preset", "init_params", "load_grayscale", "load_run", "nll_by_temperature", "predict",
+    "predict_probs", "preprocess_file", "scale_images", "to_mnist", "train_step",
 ]
