@@ -29,7 +29,7 @@ def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE,
     """
     if len(images) == 0:
         return np.zeros((0, 10), np.float32)
-    temperature = np.float32(temperature)  # one dtype, so a Python float and a stored value share a compile
+    temperature = float(temperature)  # a weakly typed scalar, like the default: one compile for every value
     parts = [
         np.asarray(predict_probs(state, batch["image"], temperature))[batch["mask"] > 0]
         for batch in padded_batches(images, batch_size)

@@ -28,9 +28,14 @@ def fit_temperature(nll_sums: np.ndarray) -> float:
     """Returns the T that minimises the cross-entropy, from its sums over a split for each of TEMPERATURES (K,).
 
     The best candidate is refined by the vertex of the parabola (in log T) through it and its
-    two neighbours, so T is not limited to the grid.
+    two neighbours, so T is not limited to the grid (but stays within it). Sums that cannot
+    choose (not finite, or all equal: e.g. a model whose logits are all zero) give 1.0.
     """
     sums = np.asarray(nll_sums, np.float64)
+    if sums.shape != TEMPERATURES.shape:
+        raise ValueError(f"expected {len(TEMPERATURES)} sums, one per candidate temperature, got shape {sums.shape}")
+    if not np.all(np.isfinite(sums)) or np.ptp(sums) == 0:
+        return 1.0
     best = int(np.argmin(sums))
     offset = 0.0
     if 0 < best < len(sums) - 1:

@@ -98,7 +98,8 @@ def test_validation_split_matches_the_validation_accuracy_training_selected_by(t
     assert summary["images"] == 5000 and summary["split"] == "validation"
     assert summary["accuracy"] == pytest.approx(trained["best_val_accuracy"], abs=1e-6)
     best = next(r for r in read_jsonl(trained_run.path / "metrics.jsonl") if r["step"] == trained["best_step"])
-    assert summary["loss"] < best["val_loss"]  # the temperature was fitted to lower exactly this loss
+    # The temperature was fitted to lower exactly this loss (computed from float32 probabilities here).
+    assert summary["loss"] <= best["val_loss"] + 1e-6
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted([*FIGURES, "summary.json"])
 
 

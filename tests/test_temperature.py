@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.optimize import minimize_scalar
 
 from mnist_jax import checkpoint, dataset
-from mnist_jax.predict import predict
+from mnist_jax.predict import predict, predict_probs
 from mnist_jax.preprocess import preprocess_file
 from mnist_jax.temperature import TEMPERATURES, fit_temperature, nll_by_temperature
 from mnist_jax.train import inference_variables, scale_images
@@ -51,6 +51,16 @@ def test_the_fit_recovers_a_known_miscalibration_and_is_the_exact_minimiser(scal
     assert temperature == pytest.approx(scale, rel=0.05)
 
 
+@pytest.mark.parametrize("case", ["flat", "not finite"])
+def test_sums_that_cannot_choose_leave_the_probabilities_as_they_are(case):
+    sums = np.full(len(TEMPERATURES), 2.3) if case == "flat" else np.where(TEMPERATURES < 1, np.nan, 1.0)
+    assert fit_temperature(sums) == 1.0
+
+
+def test_a_minimum_beyond_the_grid_stops_at_its_edge():
+    assert fit_temperature(-np.log(TEMPERATURES)) == TEMPERATURES[-1]  # falls all the way to T = 16
+
+
 def test_a_trained_run_keeps_the_temperature_that_minimises_its_validation_loss(trained_run, mnist):
     restored = checkpoint.restore(trained_run.path)
     record = next(r for r in read_jsonl(trained_run.path / "metrics.jsonl") if r["step"] == restored.step)
@@ -77,3 +87,13 @@ def test_predict_reports_the_calibrated_probability(trained_run, mnist, tmp_path
     calibrated = predict(restored.state, seen, temperature=restored.temperature).max(axis=1)
     np.testing.assert_allclose(reported, calibrated, atol=2e-6)  # JSON rounds to 6 decimals
     assert not np.allclose(reported, predict(restored.state, seen).max(axis=1), atol=1e-3)
+
+
+def test_every_temperature_runs_the_same_compiled_prediction(trained_run, mnist):
+    state = checkpoint.restore(trained_run.path).state
+    images = mnist.test_images[:8]
+    predict(state, images)
+    compiled = predict_probs._cache_size()
+    for temperature in (0.5, np.float32(2.0), np.float64(0.8), 1):
+        predict(state, images, temperature=temperature)
+    assert predict_probs._cache_size() == compiled

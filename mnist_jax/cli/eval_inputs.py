@@ -102,15 +102,16 @@ class Scored:
     ours: np.ndarray  # (N,) the pipeline's predicted digits, -1 where it found no digit
 
 
-def score(state, files: list[tuple[bytes, int, str]]) -> Scored:
-    """Predicts every file through the naive baseline and through the pipeline."""
+def score(state, files: list[tuple[bytes, int, str]], temperature: float = 1.0) -> Scored:
+    """Predicts every file through the naive baseline and through the pipeline (probabilities divided by
+    `temperature`, as bin/predict does)."""
     from mnist_jax.predict import predict
 
     naive = predict(state, np.stack([naive_input(blob) for blob, _, _ in files])).argmax(axis=1)
     seen = [pipeline_input(blob) for blob, _, _ in files]
     found = np.array([image is not None for image in seen])
     images = np.stack([image if image is not None else np.zeros((28, 28, 1), np.uint8) for image in seen])
-    probabilities = predict(state, images)
+    probabilities = predict(state, images, temperature=temperature)
     return Scored(labels=np.array([label for _, label, _ in files]), naive=naive, seen=images,
                   probabilities=probabilities, ours=np.where(found, probabilities.argmax(axis=1), -1))
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             files = list(render_condition(name, data.test_images, data.test_labels, args.per_condition, args.seed))
         if args.write_files:
             write_files(args.write_files, name, files)
-        scored = score(run.state, files)
+        scored = score(run.state, files, run.temperature)
         right = [int(np.sum(scored.naive == scored.labels)), int(np.sum(scored.ours == scored.labels))]
         print(table_row(name, len(files), *right), flush=True)
         if name != FONT_CONDITION:
