@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -46,7 +47,9 @@ def open_manager(directory: Path, keep: int = 2, read_only: bool = False) -> ocp
     without metrics (inside an epoch) are kept only while among the latest. Saves are
     asynchronous: call `wait_until_finished()` and `close()` before the process exits.
     Temporary directories left by a save that was killed are removed when a writer opens.
+    Raises UserError when a step's stored metrics cannot be read.
     """
+    _check_metrics(Path(directory))
     if read_only:
         options = ocp.CheckpointManagerOptions(best_fn=_best_metric, best_mode="max", read_only=True, create=False)
     else:
@@ -59,6 +62,19 @@ def open_manager(directory: Path, keep: int = 2, read_only: bool = False) -> ocp
             cleanup_tmp_directories=True,
         )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def _check_metrics(directory: Path) -> None:
+    """Raises UserError naming the first step whose metrics file is unreadable: orbax reads every
+    step's metrics when a manager opens, and would fail with a bare JSON error."""
+    for step in saved_steps(directory):
+        path = directory / str(step) / "metrics" / "metrics"
+        try:
+            if path.exists():
+                json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"checkpoint step {step} in {directory} is damaged ({_reason('metrics', error)}); "
+                            f"move {directory / str(step)} out of {directory} to use the other checkpoints") from None
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: Config,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_tool
+from PIL import Image
 
 from mnist_jax import checkpoint, dataset, fit
 from mnist_jax import config as config_lib
@@ -77,6 +79,22 @@ def test_the_reported_test_accuracy_is_the_best_checkpoints(trained_run, mnist):
 def test_restore_from_a_wrong_path_says_what_to_do(tmp_path, make, message):
     with pytest.raises(UserError, match=message):
         checkpoint.restore(make(tmp_path))
+
+
+def test_a_damaged_metrics_file_is_named_with_what_to_do(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path / "checkpoints", run / "checkpoints")
+    step = checkpoint.saved_steps(run / "checkpoints")[-1]
+    (run / "checkpoints" / str(step) / "metrics" / "metrics").write_text('{"val_accuracy": 0.9')  # cut short
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    result = run_tool("predict", str(image), "--run", str(run))
+    assert result.returncode == 2 and result.stdout == ""
+    directory = run / "checkpoints"
+    assert result.stderr.strip() == (
+        f"error: checkpoint step {step} in {directory} is damaged (metrics: JSONDecodeError: Expecting ',' "
+        f"delimiter: line 1 column 21 (char 20)); move {directory / str(step)} out of {directory} to use the "
+        "other checkpoints")
 
 
 def test_a_resnet_with_ema_restores_its_batchnorm_statistics_and_ema_in_a_new_process(mnist, tmp_path):
