@@ -63,6 +63,8 @@ class TrainConfig:
     chunk_steps: int = 100  # device loop: steps per compiled call
     ema: float = 0.0  # decay of an exponential moving average of the params, used to evaluate and predict (0: off)
     label_smoothing: float = 0.0  # weight of the uniform distribution mixed into the one-hot targets (0: off)
+    teachers: tuple[str, ...] = ()  # run directories whose mean softmax on the train split the targets mix in
+    distillation: float = 0.0  # weight of the teachers' probabilities in the targets (0: off; needs teachers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +235,9 @@ def validate(config: Config) -> None:
         ("train.chunk_steps", t.chunk_steps >= 1, "at least 1"),
         ("train.ema", 0 <= t.ema < 1, "in [0, 1) (0: off)"),
         ("train.label_smoothing", 0 <= t.label_smoothing < 1, "in [0, 1) (0: off)"),
+        ("train.distillation", 0 <= t.distillation <= 1, "in [0, 1] (0: off)"),
+        ("train.distillation", bool(t.distillation) == bool(t.teachers),
+         "above 0 exactly when train.teachers names runs (give both, or neither)"),
         ("augment.rotation", 0 <= a.rotation <= 180, "degrees in [0, 180]"),
         ("augment.scale", 0 <= a.scale < 1, "in [0, 1)"),
         ("augment.shear", 0 <= a.shear <= 45, "degrees in [0, 45]"),
@@ -286,7 +291,8 @@ def _coerce(section: str, name: str, value: Any) -> Any:
             return tuple(_scalar(args[0], v) for v in value)
         return _scalar(kind, value)
     except (TypeError, ValueError):
-        expected = {int: "an integer", float: "a number", str: "a string"}.get(kind, "a list of integers")
+        expected = {int: "an integer", float: "a number", str: "a string"}.get(
+            kind, f"a list of {'paths' if args and args[0] is str else 'integers'}")
         raise UserError(f"invalid {section}.{name}={_show(value)}: must be {expected}") from None
 
 

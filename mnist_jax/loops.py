@@ -64,12 +64,13 @@ class HostLoop:
     With several processes, each gathers and puts only its share of every global batch.
     """
 
-    def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh):
+    def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
+                 teacher: np.ndarray | None = None):
         self.limit = HOST_SEGMENT
-        self._split, self._keys = split, keys
+        self._examples, self._keys = _examples(split, teacher), keys
         self._batch_sharding, self._replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         self._batch_size, self._steps = config.train.batch_size, steps_per_epoch(config)
-        self._augment, self._label_smoothing = config.augment, config.train.label_smoothing
+        self._options = _step_options(config)
         self._order_epoch, self._order = None, None
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -77,15 +78,15 @@ class HostLoop:
         epoch, position = step // self._steps + 1, step % self._steps
         if self._order_epoch != epoch:
             epoch_on_device = jax.device_put(np.int32(epoch), self._replicated)
-            self._order = parallel.to_host(epoch_order(self._keys["order"], epoch_on_device, len(self._split.labels)))
+            self._order = parallel.to_host(epoch_order(self._keys["order"], epoch_on_device,
+                                                       len(self._examples["label"])))
             self._order_epoch = epoch
         metrics = []
         for index in range(position, position + count):
             rows = parallel.local_share(self._order[index * self._batch_size : (index + 1) * self._batch_size])
-            batch = {"image": self._split.images[rows], "label": self._split.labels[rows]}
+            batch = {name: values[rows] for name, values in self._examples.items()}
             state, step_metrics = train_step(state, parallel.global_batch(batch, self._batch_sharding),
-                                             self._keys["dropout"], augment=self._augment,
-                                             label_smoothing=self._label_smoothing)
+                                             self._keys["dropout"], **self._options)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
 
@@ -93,54 +94,72 @@ class HostLoop:
 class DeviceLoop:
     """The train split lives on the devices; each call runs up to `chunk_steps` steps in one `lax.scan`."""
 
-    def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh):
+    def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
+                 teacher: np.ndarray | None = None):
         self.limit = config.train.chunk_steps
-        self._images, self._labels = jax.device_put((split.images, split.labels), parallel.replicated(mesh))
+        self._examples = jax.device_put(_examples(split, teacher), parallel.replicated(mesh))
         self._keys = keys
         self._chunk = functools.partial(
             train_chunk, steps_in_epoch=steps_per_epoch(config), batch_size=config.train.batch_size,
             checkpoint_every=config.train.checkpoint_every, chunk_steps=config.train.chunk_steps,
-            batch_sharding=parallel.batch_sharding(mesh), augment=config.augment,
-            label_smoothing=config.train.label_smoothing,
+            batch_sharding=parallel.batch_sharding(mesh), **_step_options(config),
         )
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         """Runs `count` steps from global `step`; the device works out the same count from state.step."""
-        state, metrics = self._chunk(state, self._images, self._labels, self._keys["order"], self._keys["dropout"])
+        state, metrics = self._chunk(state, self._examples, self._keys["order"], self._keys["dropout"])
         return state, jax.tree.map(lambda values: values[:count], metrics)
 
 
 @functools.partial(jax.jit, donate_argnums=0,
                    static_argnames=("steps_in_epoch", "batch_size", "checkpoint_every", "chunk_steps",
-                                    "batch_sharding", "augment", "label_smoothing"))
-def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array, order_key: jax.Array,
+                                    "batch_sharding", "augment", "label_smoothing", "distillation"))
+def train_chunk(state: TrainState, examples: dict[str, jax.Array], order_key: jax.Array,
                 dropout_key: jax.Array, *, steps_in_epoch: int, batch_size: int, checkpoint_every: int,
-                chunk_steps: int, batch_sharding=None,
-                augment: AugmentConfig | None = None,
-                label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+                chunk_steps: int, batch_sharding=None, augment: AugmentConfig | None = None,
+                label_smoothing: float = 0.0, distillation: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
     """Runs the next segment of training (see `segment_length`) from state.step, all on the device.
 
-    images uint8 (N, 28, 28, 1) and labels int32 (N,) are the whole train split. Returns the
+    examples: the whole train split as batch fields of N rows (see `_examples`). Returns the
     state and per-step metrics (chunk_steps,); entries past the segment's end are zeros and
     the steps they stand for were not taken.
     """
     first = state.step
     count = segment_length(first, steps_in_epoch, checkpoint_every, chunk_steps, minimum=jnp.minimum)
-    order = epoch_order(order_key, first // steps_in_epoch + 1, len(labels))
+    order = epoch_order(order_key, first // steps_in_epoch + 1, len(examples["label"]))
     order = order[: steps_in_epoch * batch_size].reshape(steps_in_epoch, batch_size)
     no_metrics = {"loss": jnp.zeros((), jnp.float32), "accuracy": jnp.zeros((), jnp.float32)}
 
     def step(state, index):
         rows = order[jnp.minimum(first % steps_in_epoch + index, steps_in_epoch - 1)]
-        batch = {"image": images[rows], "label": labels[rows]}
+        batch = {name: values[rows] for name, values in examples.items()}
         if batch_sharding is not None:  # split each batch over the devices, as the host loop does
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment, label_smoothing),
+        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment, label_smoothing,
+                                                            distillation),
                             lambda s: (s, no_metrics), state)
 
     return jax.lax.scan(step, state, jnp.arange(chunk_steps))
 
 
-def make_loop(config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh):
-    """Returns the HostLoop or DeviceLoop that `config.train.loop` and the backend call for."""
-    return (DeviceLoop if resolve_loop(config) == "device" else HostLoop)(config, split, keys, mesh)
+def make_loop(config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
+              teacher: np.ndarray | None = None):
+    """Returns the HostLoop or DeviceLoop that `config.train.loop` and the backend call for.
+
+    teacher: float32 (N, 10), the teachers' probabilities for the split's images (distilled runs only).
+    """
+    return (DeviceLoop if resolve_loop(config) == "device" else HostLoop)(config, split, keys, mesh, teacher)
+
+
+def _examples(split: Split, teacher: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Returns the split as train-batch fields of N rows: "image", "label" and, when given, "teacher"."""
+    examples = {"image": split.images, "label": split.labels}
+    if teacher is not None:
+        examples["teacher"] = teacher
+    return examples
+
+
+def _step_options(config: Config) -> dict:
+    """Returns the static arguments of `update`: augmentation and how soft the targets are."""
+    return {"augment": config.augment, "label_smoothing": config.train.label_smoothing,
+            "distillation": config.train.distillation}

@@ -1,8 +1,9 @@
 """Pure training functions: optimizer, train state, loss, one jitted train step and eval step.
 
 Nothing here does I/O or keeps global state; randomness comes in as keys. A batch is a dict
-with "image" uint8 (B, 28, 28, 1) and "label" int32 (B,); eval batches also carry "mask"
-float32 (B,) marking the real (not padding) rows.
+with "image" uint8 (B, 28, 28, 1) and "label" int32 (B,); train batches of a distilled run
+also carry "teacher" float32 (B, 10), eval batches "mask" float32 (B,) marking the real (not
+padding) rows.
 """
 
 from __future__ import annotations
@@ -107,24 +108,30 @@ def inference_variables(state: TrainState) -> dict:
     return variables
 
 
-def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0,
+                       teacher: jax.Array | None = None, distillation: float = 0.0) -> jax.Array:
     """Returns the per-example softmax cross-entropy (B,) of logits (B, 10) and int labels (B,).
 
     With `label_smoothing` s > 0 the target is (1 - s) * one_hot + s / 10 (Szegedy et al. 2016).
+    With `distillation` d > 0 it becomes (1 - d) * that + d * teacher, `teacher` (B, 10) being the
+    probabilities a teacher ensemble gives the same images (knowledge distillation, Hinton et al. 2015).
     """
-    if not label_smoothing:
+    if not label_smoothing and not distillation:
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    if distillation:
+        targets = (1.0 - distillation) * targets + distillation * teacher
     return optax.softmax_cross_entropy(logits, targets)
 
 
 def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfig | None = None,
-           label_smoothing: float = 0.0) -> tuple[TrainState, dict]:
+           label_smoothing: float = 0.0, distillation: float = 0.0) -> tuple[TrainState, dict]:
     """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"} (scalars).
 
     Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
     run is a function of its seed. `augment` (static) distorts the batch on the device first;
-    `label_smoothing` (static) smooths the training targets. BatchNorm normalises by the batch
+    `label_smoothing` and `distillation` (static) soften the training targets, the latter towards
+    batch["teacher"] (B, 10) (see `cross_entropy_loss`). BatchNorm normalises by the batch
     and its running statistics advance. This is the body every loop form runs; `train_step` is
     its jitted, donating version.
     """
@@ -140,7 +147,7 @@ def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfi
         else:
             logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
             updates = {"batch_stats": {}}
-        loss = cross_entropy_loss(logits, batch["label"], label_smoothing).mean()
+        loss = cross_entropy_loss(logits, batch["label"], label_smoothing, batch.get("teacher"), distillation).mean()
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -149,7 +156,7 @@ def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfi
 
 
 # The input state is donated: do not use it after the call.
-train_step = jax.jit(update, donate_argnums=0, static_argnames=("augment", "label_smoothing"))
+train_step = jax.jit(update, donate_argnums=0, static_argnames=("augment", "label_smoothing", "distillation"))
 
 
 @jax.jit
