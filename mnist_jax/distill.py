@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +28,10 @@ def teacher_probabilities(config: Config, images: np.ndarray, labels: np.ndarray
     teacher that trained on any of this run's validation images, since those must stay unseen.
     """
     started = time.perf_counter()
+    for path in config.train.teachers:
+        if not Path(path).is_dir():
+            raise UserError(f"teacher {path} (train.teachers) does not exist; "
+                            "name run directories written by bin/train")
     restored = [checkpoint.restore(path) for path in config.train.teachers]
     for path, run in zip(config.train.teachers, restored, strict=True):
         if run.config.data.validation_size < config.data.validation_size:
@@ -35,6 +40,7 @@ def teacher_probabilities(config: Config, images: np.ndarray, labels: np.ndarray
                             "distill only from runs that held out at least as many")
     probabilities = ensemble_probabilities([run.state for run in restored], images).astype(np.float32)
     agreement = np.mean(probabilities.argmax(axis=1) == labels)
-    log(f"teachers: {len(restored)} runs, {100 * agreement:.2f}% right on the {len(labels):,} training images, "
+    runs = f"{len(restored)} run{'s' if len(restored) > 1 else ''}"
+    log(f"teachers: {runs}, {100 * agreement:.2f}% right on the {len(labels):,} training images, "
         f"mean top probability {probabilities.max(axis=1).mean():.3f} ({time.perf_counter() - started:.0f} s)")
     return probabilities

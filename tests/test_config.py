@@ -32,6 +32,8 @@ def test_command_line_strings_override_every_kind_of_field():
     assert config.model.conv_features == (16, 32, 64) and config.model.dense_features == ()
     assert config.model.pool == "max" and config.data.train_size is None
     assert config_lib.override(config, {"data.train_size": "500"}).data.train_size == 500
+    distilled = config_lib.override(config, {"train.teachers": "runs/a,runs/b", "train.distillation": "0.9"})
+    assert distilled.train.teachers == ("runs/a", "runs/b") and distilled.train.distillation == 0.9
 
 
 @pytest.mark.parametrize("assignment, message", [
@@ -57,6 +59,10 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.strides": "2"}, "invalid model.strides=2: must be one stride per conv layer, or empty"),
     ({"model.strides": "2,0"}, "invalid model.strides=2,0: must be positive strides"),
     ({"model.dtype": "float16"}, "invalid model.dtype=float16: must be one of float32, bfloat16"),
+    ({"train.distillation": "0.5"},
+     "invalid train.distillation=0.5: must be above 0 exactly when train.teachers names runs"),
+    ({"train.teachers": "runs/a"}, "invalid train.distillation=0.0: must be above 0 exactly when train.teachers"),
+    ({"train.teachers": "runs/a", "train.distillation": "1.5"}, "invalid train.distillation=1.5: must be in [0, 1]"),
 ])
 def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
     with pytest.raises(UserError) as error:
@@ -69,6 +75,8 @@ def test_json_values_of_the_wrong_type_are_rejected():
         config_lib.from_dict({"train": {"epochs": True}})
     with pytest.raises(UserError, match="invalid model.conv_features=32: must be a list of integers"):
         config_lib.from_dict({"model": {"conv_features": "32"}})
+    with pytest.raises(UserError, match="invalid train.teachers=runs/a: must be a list of paths"):
+        config_lib.from_dict({"train": {"teachers": "runs/a", "distillation": 0.5}})
 
 
 @pytest.mark.parametrize("args, message", [

@@ -36,16 +36,23 @@ def run_segments(loop, config, state, steps):
 RESNET = ({"name": "resnet", "stage_features": (8, 16), "blocks_per_stage": 1}, {"ema": 0.9, "label_smoothing": 0.1})
 
 
+# Soft targets of a distilled run travel with their images in both forms.
+DISTILLED = ({}, {"label_smoothing": 0.1, "teachers": ("runs/teacher",), "distillation": 0.5})
+
+
 @pytest.mark.parametrize("checkpoint_every, augment, model, train", [
-    (0, {}, {}, {}), (5, {"rotation": 8.0, "translation": 1.5}, {}, {}), (0, {}, *RESNET)])
+    (0, {}, {}, {}), (5, {"rotation": 8.0, "translation": 1.5}, {}, {}), (0, {}, *RESNET), (5, {}, *DISTILLED)])
 def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment, model, train):
     config = SMALL.replace(train={"checkpoint_every": checkpoint_every, **train}, augment=augment, model=model)
     keys = run_keys(0)
     steps = 2 * steps_per_epoch(config)
-    host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh()), config,
-                                           create_train_state(config, keys["init"]), steps)
-    device_state, device_losses = run_segments(DeviceLoop(config, splits.train, keys, parallel.data_mesh()), config,
-                                               create_train_state(config, keys["init"]), steps)
+    # Any per-image distribution will do as the teachers' here: a fixed random one.
+    teacher = (np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(2), (len(splits.train.labels), 10))))
+               if config.train.distillation else None)
+    host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(), teacher),
+                                           config, create_train_state(config, keys["init"]), steps)
+    device_state, device_losses = run_segments(DeviceLoop(config, splits.train, keys, parallel.data_mesh(), teacher),
+                                               config, create_train_state(config, keys["init"]), steps)
     assert int(host_state.step) == int(device_state.step) == steps
     np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
     # The forms compile the step differently (alone, or inside a scan), so float rounding differs, and
