@@ -272,7 +272,7 @@ def _parse_text(section: str, name: str, text: str) -> Any:
     if text.strip().lower() == "none" and type(None) in typing.get_args(kind):
         return None
     if typing.get_origin(kind) is tuple:
-        return [part for part in text.split(",") if part.strip()]
+        return [part.strip() for part in text.split(",") if part.strip()]
     return text
 
 

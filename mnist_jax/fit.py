@@ -22,7 +22,7 @@ from mnist_jax import checkpoint, parallel
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.dataset import Splits
-from mnist_jax.distill import teacher_probabilities
+from mnist_jax.distill import keep_teachers, teacher_targets
 from mnist_jax.errors import UserError
 from mnist_jax.loops import make_loop, run_keys, segment_length
 from mnist_jax.plots import plot_history
@@ -57,10 +57,11 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
     mesh = parallel.data_mesh()
     parallel.check_divisible(config, mesh)
     replicated = parallel.replicated(mesh)
-    teacher = (teacher_probabilities(config, data.train.images, data.train.labels, log)
-               if config.train.distillation else None)
+    teacher = teacher_targets(config, workdir, data.train, log) if config.train.distillation else None
     if lead:
         _write_config(workdir, config)
+        if teacher is not None:
+            keep_teachers(workdir, teacher)
     steps_in_epoch, total_steps = steps_per_epoch(config), config.train.epochs * steps_per_epoch(config)
     keys = jax.jit(run_keys, out_shardings=replicated)(config.train.seed)
     manager = checkpoint.open_manager(workdir / checkpoint.CHECKPOINTS, keep=config.train.keep_checkpoints)

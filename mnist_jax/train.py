@@ -120,6 +120,8 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: fl
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     if distillation:
+        if teacher is None:
+            raise ValueError("distillation needs the teachers' probabilities: a batch with a 'teacher' field")
         targets = (1.0 - distillation) * targets + distillation * teacher
     return optax.softmax_cross_entropy(logits, targets)
 

@@ -32,7 +32,7 @@ def test_command_line_strings_override_every_kind_of_field():
     assert config.model.conv_features == (16, 32, 64) and config.model.dense_features == ()
     assert config.model.pool == "max" and config.data.train_size is None
     assert config_lib.override(config, {"data.train_size": "500"}).data.train_size == 500
-    distilled = config_lib.override(config, {"train.teachers": "runs/a,runs/b", "train.distillation": "0.9"})
+    distilled = config_lib.override(config, {"train.teachers": "runs/a, runs/b", "train.distillation": "0.9"})
     assert distilled.train.teachers == ("runs/a", "runs/b") and distilled.train.distillation == 0.9
 
 

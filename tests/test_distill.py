@@ -1,4 +1,5 @@
-"""Distillation: the teachers' probabilities reach the loss, and teachers that cannot be used are refused."""
+"""Distillation: the teachers' probabilities reach the loss, are kept for resuming, and teachers that
+cannot be used are refused."""
 
 from __future__ import annotations
 
@@ -7,36 +8,78 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import run_tool
 
 from mnist_jax import config as config_lib
+from mnist_jax import dataset, fit
 from mnist_jax.checkpoint import restore
-from mnist_jax.distill import teacher_probabilities
+from mnist_jax.distill import TEACHERS, keep_teachers, teacher_probabilities, teacher_targets
+from mnist_jax.errors import UserError
 from mnist_jax.predict import predict
 from mnist_jax.train import create_train_state, scale_images, train_step
 
+TINY = config_lib.get_preset("tiny")
 
-def test_teacher_probabilities_are_the_teachers_mean_raw_softmax(trained_run, mnist):
-    teachers = f"{trained_run.path},{trained_run.path}"
-    config = config_lib.override(config_lib.get_preset("tiny"), {"train.teachers": teachers,
-                                                                  "train.distillation": "1"})
+
+@pytest.fixture(scope="module")
+def second_teacher(tmp_path_factory, mnist):
+    """Another real run, of another architecture: the tiny preset, one epoch on 2,000 images."""
+    config = TINY.replace(data={"train_size": 2000})
+    path = tmp_path_factory.mktemp("teacher") / "tiny"
+    fit.train_and_evaluate(config, path, dataset.split(mnist, config.data), log=lambda line: None)
+    return path
+
+
+def distilled(*teachers) -> config_lib.Config:
+    return config_lib.override(TINY, {"train.teachers": ",".join(map(str, teachers)), "train.distillation": "1"})
+
+
+def test_teacher_probabilities_are_the_teachers_mean_raw_softmax(trained_run, second_teacher, mnist, tmp_path):
     images, labels = mnist.train_images[:500], mnist.train_labels[:500].astype(np.int32)
     lines = []
-    probabilities = teacher_probabilities(config, images, labels, lines.append)
-    teacher = restore(trained_run.path)
+    probabilities = teacher_probabilities(distilled(trained_run.path, second_teacher), images, labels, tmp_path,
+                                          lines.append)
+    teachers = [restore(trained_run.path), restore(second_teacher)]
+    raw = [predict(teacher.state, images) for teacher in teachers]
     assert probabilities.shape == (500, 10) and probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities, predict(teacher.state, images), rtol=1e-5, atol=1e-7)
-    assert teacher.temperature != 1.0  # so the raw softmax differs from the calibrated one
-    assert not np.allclose(probabilities, predict(teacher.state, images, temperature=teacher.temperature))
+    np.testing.assert_allclose(probabilities, (raw[0] + raw[1]) / 2, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(probabilities, raw[0], atol=1e-3)  # both teachers count
+    calibrated = [predict(teacher.state, images, temperature=teacher.temperature) for teacher in teachers]
+    assert not np.allclose(probabilities, (calibrated[0] + calibrated[1]) / 2, atol=1e-3)
     right = np.mean(probabilities.argmax(axis=1) == labels)
-    assert right > 0.9
+    assert right > 0.8
     assert lines[0].startswith(f"teachers: 2 runs, {100 * right:.2f}% right on the 500 training images")
+
+
+def test_a_run_cannot_teach_itself(trained_run, mnist):
+    with pytest.raises(UserError, match="is this run's own directory .*; a run cannot teach itself"):
+        teacher_probabilities(distilled(trained_run.path), mnist.train_images[:10], mnist.train_labels[:10],
+                              trained_run.path)
+
+
+def test_kept_probabilities_are_reused_without_the_teachers_and_never_overwritten(tmp_path, mnist):
+    split = dataset.Split(mnist.train_images[:50], mnist.train_labels[:50].astype(np.int32))
+    kept = np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(0), (50, 10))))
+    keep_teachers(tmp_path, kept)
+    keep_teachers(tmp_path, np.zeros_like(kept))  # a second start keeps the first start's file
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TEACHERS]
+    # The teacher named here does not exist: computing anew would fail.
+    gone = distilled(tmp_path / "gone-teacher")
+    lines = []
+    np.testing.assert_array_equal(teacher_targets(gone, tmp_path, split, lines.append), kept)
+    assert lines == [f"teachers: their probabilities on the 50 training images read from {tmp_path / TEACHERS}"]
+    fewer = dataset.Split(split.images[:40], split.labels[:40])
+    with pytest.raises(UserError, match=r"holds probabilities of shape \(50, 10\), not \(40, 10\)"):
+        teacher_targets(gone, tmp_path, fewer)
+    (tmp_path / TEACHERS).write_bytes(b"not an array")
+    with pytest.raises(UserError, match="cannot read .*; delete it to compute the teachers' probabilities again"):
+        teacher_targets(gone, tmp_path, split)
 
 
 def test_with_full_distillation_a_step_fits_the_teachers_probabilities_and_ignores_the_labels(trained_run, mnist):
     # No dropout, BatchNorm or augmentation: train logits = eval logits.
-    config = config_lib.override(config_lib.get_preset("tiny"), {"train.schedule": "constant",
-                                                                  "train.learning_rate": "3e-3"})
+    config = config_lib.override(TINY, {"train.schedule": "constant", "train.learning_rate": "3e-3"})
     images, labels = mnist.train_images[:128], mnist.train_labels[:128].astype(np.int32)
     teacher = predict(restore(trained_run.path).state, images)
     initial = create_train_state(config, jax.random.key(0))
@@ -45,39 +88,41 @@ def test_with_full_distillation_a_step_fits_the_teachers_probabilities_and_ignor
     logits = initial.apply_fn({"params": initial.params}, scale_images(images), train=False)
     expected = float(np.mean(-np.sum(teacher * np.asarray(jax.nn.log_softmax(logits)), axis=1)))
     wrong = (labels + 1) % 10
-    losses, compiled = [], []
+    losses = []
     for shown in (labels, wrong):  # at distillation 1 the labels carry no weight
         state = jax.tree.map(jnp.copy, initial)  # a copy, since the step donates its state
         state, metrics = train_step(state, {"image": images, "label": shown, "teacher": teacher},
                                     jax.random.key(1), distillation=1.0)
         losses.append(float(metrics["loss"]))
-        compiled.append(train_step._cache_size())
-    assert compiled[1] == compiled[0]  # the second labels reused the first compile
     np.testing.assert_allclose(losses, [expected, expected], rtol=1e-5)
     state, plain = train_step(initial, {"image": images, "label": wrong}, jax.random.key(1))
     assert float(plain["loss"]) > expected + 1.0
 
 
-def test_train_cli_distills_a_run_and_refuses_teachers_it_cannot_use(trained_run, data_dir, tmp_path):
+def test_train_cli_distills_a_run_and_refuses_teachers_it_cannot_use(trained_run, data_dir, mnist, tmp_path):
     common = ["--preset", "tiny", "--data.train_size", "2000", "--train.distillation", "0.9",
               "--data-dir", str(data_dir), "--data-source", "prepared", "--runs-dir", str(tmp_path)]
     result = run_tool("train", *common, "--train.teachers", str(trained_run.path), "--workdir", str(tmp_path / "kd"))
     assert result.returncode == 0, result.stderr
     assert "teachers: 1 run, " in result.stdout
     saved = json.loads((tmp_path / "kd" / "config.json").read_text())["train"]
-    assert saved["teachers"] == [str(trained_run.path)] and saved["distillation"] == 0.9
+    assert saved["teachers"] == [str(trained_run.path.resolve())] and saved["distillation"] == 0.9
     assert json.loads((tmp_path / "kd" / "summary.json").read_text())["test_accuracy"] > 0.5
+    # Kept for a resume, row for row with the run's training images.
+    np.testing.assert_allclose(np.load(tmp_path / "kd" / TEACHERS),
+                               predict(restore(trained_run.path).state, mnist.train_images[:2000]), rtol=1e-5,
+                               atol=1e-7)
 
     # A teacher that trained on this run's validation images would leak them into checkpoint selection.
     leaky = run_tool("train", *common, "--train.teachers", str(trained_run.path), "--data.validation_size", "6000",
                      "--workdir", str(tmp_path / "leaky"))
-    missing = run_tool("train", *common, "--train.teachers", str(tmp_path / "nowhere"),
-                       "--workdir", str(tmp_path / "missing"))
-    assert leaky.stderr.strip() == (f"error: teacher {trained_run.path} trained on images this run validates on "
-                                    "(its data.validation_size 5000 < 6000); distill only from runs that held out "
-                                    "at least as many")
-    assert missing.stderr.strip() == (f"error: teacher {tmp_path / 'nowhere'} (train.teachers) does not exist; "
-                                      "name run directories written by bin/train")
+    missing = run_tool("train", *common, "--train.teachers", "nowhere", "--workdir", str(tmp_path / "missing"),
+                       cwd=tmp_path)
+    assert leaky.stderr.strip() == (f"error: teacher {trained_run.path.resolve()} trained on images this run "
+                                    "validates on (its data.validation_size 5000 < 6000); distill only from runs "
+                                    "that held out at least as many")
+    assert missing.stderr.strip() == (f"error: teacher {(tmp_path / 'nowhere').resolve()} (train.teachers) does not "
+                                      "exist; name run directories written by bin/train")
     for refused, name in ((leaky, "leaky"), (missing, "missing")):
         assert refused.returncode != 0
         assert not (tmp_path / name / "config.json").exists()

@@ -54,6 +54,11 @@ def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, aug
     device_state, device_losses = run_segments(DeviceLoop(config, splits.train, keys, parallel.data_mesh(), teacher),
                                                config, create_train_state(config, keys["init"]), steps)
     assert int(host_state.step) == int(device_state.step) == steps
+    if teacher is not None:  # each image's own teacher row counts: another image's changes the steps
+        _, shifted_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(),
+                                                  np.roll(teacher, 1, axis=0)),
+                                         config, create_train_state(config, keys["init"]), steps)
+        assert not np.allclose(shifted_losses, host_losses, rtol=1e-3)
     np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
     # The forms compile the step differently (alone, or inside a scan), so float rounding differs, and
     # Adam's normalised updates carry it along: in a ResNet, elements differ by up to 1e-4 after 40

@@ -117,6 +117,18 @@ def test_label_smoothing_zero_is_the_plain_loss_and_otherwise_follows_the_formul
     assert np.all(np.asarray(cross_entropy_loss(logits, labels, smoothing)) != np.asarray(plain))
 
 
+def test_distillation_mixes_the_teachers_probabilities_into_the_smoothed_targets(mnist):
+    logits = jax.random.normal(jax.random.key(0), (16, 10)) * 3
+    teacher = jax.nn.softmax(jax.random.normal(jax.random.key(1), (16, 10)) * 2)
+    labels = mnist.train_labels[:16].astype(np.int32)
+    smoothing, weight = 0.1, 0.5
+    targets = (1 - weight) * ((1 - smoothing) * np.eye(10)[labels] + smoothing / 10) + weight * np.asarray(teacher)
+    expected = -np.sum(targets * np.asarray(jax.nn.log_softmax(logits)), axis=1)
+    np.testing.assert_allclose(cross_entropy_loss(logits, labels, smoothing, teacher, weight), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="distillation needs the teachers' probabilities"):
+        cross_entropy_loss(logits, labels, smoothing, None, weight)
+
+
 @pytest.mark.parametrize("model", [
     {"model.name": "resnet", "model.stage_features": "8,16", "model.blocks_per_stage": "1"},
     {"model.norm": "batch"},

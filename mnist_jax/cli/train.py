@@ -70,10 +70,14 @@ def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = No
             raise UserError(f"cannot read config file {args.config}: {error}") from None
         config = config_lib.from_dict(values, base=config)
     overrides = {name: value for name, value in vars(args).items() if "." in name and value is not None}
-    return config_lib.override(config, overrides)
+    config = config_lib.override(config, overrides)
+    # Absolute and resolved, so the config names the same teachers from any directory, even after
+    # RUNS_DIR/latest moves on to this run.
+    teachers = tuple(str(Path(path).resolve()) for path in config.train.teachers)
+    return config.replace(train={"teachers": teachers}) if teachers else config
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "loss.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "loss.png", "teachers.npy")
 
 
 def config_flags_given(args: argparse.Namespace) -> bool:
