@@ -65,6 +65,9 @@ class TrainConfig:
     label_smoothing: float = 0.0  # weight of the uniform distribution mixed into the one-hot targets (0: off)
     teachers: tuple[str, ...] = ()  # run directories whose mean softmax on the train split the targets mix in
     distillation: float = 0.0  # weight of the teachers' probabilities in the targets (0: off; needs teachers)
+    # clean: the teachers label the clean train split once (kept in teachers.npy) | augmented: they label
+    # each augmented batch inside the step, as the student sees it (their forward passes in every step)
+    teacher_views: str = "clean"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +142,7 @@ _CHOICES = {
     ("train", "optimizer"): ("adamw", "sgd"),
     ("train", "schedule"): ("onecycle", "cosine", "constant"),
     ("train", "loop"): ("auto", "host", "device"),
+    ("train", "teacher_views"): ("clean", "augmented"),
 }
 
 
@@ -238,6 +242,8 @@ def validate(config: Config) -> None:
         ("train.distillation", 0 <= t.distillation <= 1, "in [0, 1] (0: off)"),
         ("train.distillation", bool(t.distillation) == bool(t.teachers),
          "above 0 exactly when train.teachers names runs (give both, or neither)"),
+        ("train.teacher_views", t.teacher_views != "augmented" or bool(t.distillation),
+         "clean unless train.distillation is above 0 (there are no teachers to label the views)"),
         ("augment.rotation", 0 <= a.rotation <= 180, "degrees in [0, 180]"),
         ("augment.scale", 0 <= a.scale < 1, "in [0, 1)"),
         ("augment.shear", 0 <= a.shear <= 45, "degrees in [0, 45]"),

@@ -22,7 +22,7 @@ from mnist_jax import checkpoint, parallel
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.dataset import Splits
-from mnist_jax.distill import keep_teachers, teacher_targets
+from mnist_jax.distill import teaching
 from mnist_jax.errors import UserError
 from mnist_jax.loops import make_loop, run_keys, segment_length
 from mnist_jax.plots import plot_history
@@ -57,18 +57,16 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
     mesh = parallel.data_mesh()
     parallel.check_divisible(config, mesh)
     replicated = parallel.replicated(mesh)
-    teacher = teacher_targets(config, workdir, data.train, log) if config.train.distillation else None
+    teachers = teaching(config, workdir, data.train, keep=lead, log=log)
     if lead:
         _write_config(workdir, config)
-        if teacher is not None:
-            keep_teachers(workdir, teacher)
     steps_in_epoch, total_steps = steps_per_epoch(config), config.train.epochs * steps_per_epoch(config)
     keys = jax.jit(run_keys, out_shardings=replicated)(config.train.seed)
     manager = checkpoint.open_manager(workdir / checkpoint.CHECKPOINTS, keep=config.train.keep_checkpoints)
     try:
         state, progress = _start(config, workdir, keys, replicated, log)
         history = _read_history(workdir, int(progress["step"]), rewrite=lead)
-        loop = make_loop(config, data.train, keys, mesh, teacher)
+        loop = make_loop(config, data.train, keys, mesh, **teachers)
         step = int(progress.pop("step"))
         parameter_count = sum(leaf.size for leaf in jax.tree.leaves(state.params))
         log(f"model: {parameter_count:,} parameters; {len(data.train.labels):,} training, "

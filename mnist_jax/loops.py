@@ -65,10 +65,11 @@ class HostLoop:
     """
 
     def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
-                 teacher: np.ndarray | None = None):
+                 teacher: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
         self.limit = HOST_SEGMENT
         self._examples, self._keys = _examples(split, teacher), keys
         self._batch_sharding, self._replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+        self._teachers = _replicate(teachers, self._replicated)
         self._batch_size, self._steps = config.train.batch_size, steps_per_epoch(config)
         self._options = _step_options(config)
         self._order_epoch, self._order = None, None
@@ -86,7 +87,7 @@ class HostLoop:
             rows = parallel.local_share(self._order[index * self._batch_size : (index + 1) * self._batch_size])
             batch = {name: values[rows] for name, values in self._examples.items()}
             state, step_metrics = train_step(state, parallel.global_batch(batch, self._batch_sharding),
-                                             self._keys["dropout"], **self._options)
+                                             self._keys["dropout"], teachers=self._teachers, **self._options)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
 
@@ -95,9 +96,10 @@ class DeviceLoop:
     """The train split lives on the devices; each call runs up to `chunk_steps` steps in one `lax.scan`."""
 
     def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
-                 teacher: np.ndarray | None = None):
+                 teacher: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
         self.limit = config.train.chunk_steps
         self._examples = jax.device_put(_examples(split, teacher), parallel.replicated(mesh))
+        self._teachers = _replicate(teachers, parallel.replicated(mesh))
         self._keys = keys
         self._chunk = functools.partial(
             train_chunk, steps_in_epoch=steps_per_epoch(config), batch_size=config.train.batch_size,
@@ -107,7 +109,8 @@ class DeviceLoop:
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         """Runs `count` steps from global `step`; the device works out the same count from state.step."""
-        state, metrics = self._chunk(state, self._examples, self._keys["order"], self._keys["dropout"])
+        state, metrics = self._chunk(state, self._examples, self._keys["order"], self._keys["dropout"],
+                                     self._teachers)
         return state, jax.tree.map(lambda values: values[:count], metrics)
 
 
@@ -115,12 +118,14 @@ class DeviceLoop:
                    static_argnames=("steps_in_epoch", "batch_size", "checkpoint_every", "chunk_steps",
                                     "batch_sharding", "augment", "label_smoothing", "distillation"))
 def train_chunk(state: TrainState, examples: dict[str, jax.Array], order_key: jax.Array,
-                dropout_key: jax.Array, *, steps_in_epoch: int, batch_size: int, checkpoint_every: int,
-                chunk_steps: int, batch_sharding=None, augment: AugmentConfig | None = None,
-                label_smoothing: float = 0.0, distillation: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+                dropout_key: jax.Array, teachers: tuple[TrainState, ...] = (), *, steps_in_epoch: int,
+                batch_size: int, checkpoint_every: int, chunk_steps: int, batch_sharding=None,
+                augment: AugmentConfig | None = None, label_smoothing: float = 0.0,
+                distillation: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
     """Runs the next segment of training (see `segment_length`) from state.step, all on the device.
 
-    examples: the whole train split as batch fields of N rows (see `_examples`). Returns the
+    examples: the whole train split as batch fields of N rows (see `_examples`); teachers: as in
+    `train.update`. Returns the
     state and per-step metrics (chunk_steps,); entries past the segment's end are zeros and
     the steps they stand for were not taken.
     """
@@ -136,19 +141,21 @@ def train_chunk(state: TrainState, examples: dict[str, jax.Array], order_key: ja
         if batch_sharding is not None:  # split each batch over the devices, as the host loop does
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment, label_smoothing,
-                                                            distillation),
+                                                            distillation, teachers),
                             lambda s: (s, no_metrics), state)
 
     return jax.lax.scan(step, state, jnp.arange(chunk_steps))
 
 
 def make_loop(config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
-              teacher: np.ndarray | None = None):
+              teacher: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
     """Returns the HostLoop or DeviceLoop that `config.train.loop` and the backend call for.
 
-    teacher: float32 (N, 10), the teachers' probabilities for the split's images (distilled runs only).
+    A distilled run gives either `teacher`, float32 (N, 10), the teachers' probabilities for the
+    split's clean images, or `teachers`, their trained states, which label each augmented batch.
     """
-    return (DeviceLoop if resolve_loop(config) == "device" else HostLoop)(config, split, keys, mesh, teacher)
+    loop = DeviceLoop if resolve_loop(config) == "device" else HostLoop
+    return loop(config, split, keys, mesh, teacher, teachers)
 
 
 def _examples(split: Split, teacher: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -163,3 +170,9 @@ def _step_options(config: Config) -> dict:
     """Returns the static arguments of `update`: augmentation and how soft the targets are."""
     return {"augment": config.augment, "label_smoothing": config.train.label_smoothing,
             "distillation": config.train.distillation}
+
+
+def _replicate(teachers: tuple[TrainState, ...], sharding: jax.sharding.NamedSharding) -> tuple[TrainState, ...]:
+    """Returns the teachers' states on every device of `sharding`, by way of the host: each process
+    restored them onto its own device, which a sharding over several processes cannot take as is."""
+    return jax.device_put(jax.device_get(teachers), sharding)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mnist_jax.train import TrainState, inference_variables, padded_batches, scale_images
+from mnist_jax.train import TrainState, inference_logits, padded_batches, scale_images
 
 BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
 
@@ -17,8 +17,7 @@ def predict_probs(state: TrainState, images: jax.Array, temperature: float | jax
     Applies `inference_variables(state)`: the EMA params when the run kept them, else the params.
     `temperature` is traced: every value runs the same compiled function.
     """
-    logits = state.apply_fn(inference_variables(state), scale_images(images), train=False)
-    return jax.nn.softmax(logits / temperature)
+    return jax.nn.softmax(inference_logits(state, scale_images(images)) / temperature)
 
 
 def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE,

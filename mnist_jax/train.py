@@ -108,6 +108,16 @@ def inference_variables(state: TrainState) -> dict:
     return variables
 
 
+def inference_logits(state: TrainState, images: jax.Array) -> jax.Array:
+    """Returns the logits (B, 10) of `inference_variables(state)` for float images (B, 28, 28, 1) in [0, 1]."""
+    return state.apply_fn(inference_variables(state), images, train=False)
+
+
+def mean_softmax(states: tuple[TrainState, ...], images: jax.Array) -> jax.Array:
+    """Returns the mean over `states` of their softmax probabilities (B, 10) for float images (B, 28, 28, 1)."""
+    return jnp.mean(jnp.stack([jax.nn.softmax(inference_logits(state, images)) for state in states]), axis=0)
+
+
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0,
                        teacher: jax.Array | None = None, distillation: float = 0.0) -> jax.Array:
     """Returns the per-example softmax cross-entropy (B,) of logits (B, 10) and int labels (B,).
@@ -127,20 +137,24 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: fl
 
 
 def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfig | None = None,
-           label_smoothing: float = 0.0, distillation: float = 0.0) -> tuple[TrainState, dict]:
+           label_smoothing: float = 0.0, distillation: float = 0.0,
+           teachers: tuple[TrainState, ...] = ()) -> tuple[TrainState, dict]:
     """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"} (scalars).
 
     Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
     run is a function of its seed. `augment` (static) distorts the batch on the device first;
     `label_smoothing` and `distillation` (static) soften the training targets, the latter towards
-    batch["teacher"] (B, 10) (see `cross_entropy_loss`). BatchNorm normalises by the batch
-    and its running statistics advance. This is the body every loop form runs; `train_step` is
-    its jitted, donating version.
+    batch["teacher"] (B, 10) (see `cross_entropy_loss`), or, when `teachers` (trained states)
+    are given, towards their mean softmax on the distorted images the student sees. BatchNorm
+    normalises by the batch and its running statistics advance. This is the body every loop
+    form runs; `train_step` is its jitted, donating version.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     images = scale_images(batch["image"])
     if augment is not None and augment.enabled:
         images = augment_images(images, jax.random.fold_in(dropout_rng, 1), augment)
+    if teachers:
+        batch = {**batch, "teacher": mean_softmax(teachers, images)}
 
     def loss_fn(params):
         if state.batch_stats:
@@ -169,7 +183,7 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     Uses `inference_variables` (EMA params when kept, BatchNorm running statistics); the loss
     is the plain cross-entropy, without label smoothing.
     """
-    logits = state.apply_fn(inference_variables(state), scale_images(batch["image"]), train=False)
+    logits = inference_logits(state, scale_images(batch["image"]))
     mask = batch["mask"]
     return {
         "loss": jnp.sum(cross_entropy_loss(logits, batch["label"]) * mask),

@@ -63,6 +63,10 @@ def test_command_line_strings_override_every_kind_of_field():
      "invalid train.distillation=0.5: must be above 0 exactly when train.teachers names runs"),
     ({"train.teachers": "runs/a"}, "invalid train.distillation=0.0: must be above 0 exactly when train.teachers"),
     ({"train.teachers": "runs/a", "train.distillation": "1.5"}, "invalid train.distillation=1.5: must be in [0, 1]"),
+    ({"train.teacher_views": "augmented"},
+     "invalid train.teacher_views=augmented: must be clean unless train.distillation is above 0"),
+    ({"train.teachers": "runs/a", "train.distillation": "0.9", "train.teacher_views": "both"},
+     "invalid train.teacher_views=both: must be one of clean, augmented"),
 ])
 def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
     with pytest.raises(UserError) as error:

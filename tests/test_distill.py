@@ -13,8 +13,17 @@ from conftest import run_tool
 
 from mnist_jax import config as config_lib
 from mnist_jax import dataset, fit
+from mnist_jax.augment import augment
 from mnist_jax.checkpoint import restore
-from mnist_jax.distill import TEACHERS, keep_teachers, teacher_probabilities, teacher_targets
+from mnist_jax.distill import (
+    TEACHER_STEPS,
+    TEACHERS,
+    keep_teacher_steps,
+    keep_teachers,
+    teacher_probabilities,
+    teacher_states,
+    teacher_targets,
+)
 from mnist_jax.errors import UserError
 from mnist_jax.predict import predict
 from mnist_jax.train import create_train_state, scale_images, train_step
@@ -31,8 +40,9 @@ def second_teacher(tmp_path_factory, mnist):
     return path
 
 
-def distilled(*teachers) -> config_lib.Config:
-    return config_lib.override(TINY, {"train.teachers": ",".join(map(str, teachers)), "train.distillation": "1"})
+def distilled(*teachers, views: str = "clean") -> config_lib.Config:
+    return config_lib.override(TINY, {"train.teachers": ",".join(map(str, teachers)), "train.distillation": "1",
+                                      "train.teacher_views": views})
 
 
 def test_teacher_probabilities_are_the_teachers_mean_raw_softmax(trained_run, second_teacher, mnist, tmp_path):
@@ -99,6 +109,60 @@ def test_with_full_distillation_a_step_fits_the_teachers_probabilities_and_ignor
     assert float(plain["loss"]) > expected + 1.0
 
 
+def test_teachers_online_label_the_augmented_images_the_student_sees(trained_run, second_teacher, mnist):
+    config = config_lib.override(TINY, {"augment.rotation": "15", "augment.translation": "2"})
+    options = {"augment": config.augment, "label_smoothing": 0.1, "distillation": 0.9}
+    images, labels = mnist.train_images[:64], mnist.train_labels[:64].astype(np.int32)
+    teachers = tuple(restore(path).state.replace(opt_state=None) for path in (trained_run.path, second_teacher))
+    initial, rng = create_train_state(config, jax.random.key(0)), jax.random.key(1)
+    # The distorted images the step trains on: augmentation's key as train.update derives it.
+    seen = augment(scale_images(images), jax.random.fold_in(jax.random.fold_in(rng, initial.step), 1), config.augment)
+    on_seen = sum(jax.nn.softmax(t.apply_fn({"params": t.ema_params or t.params}, seen, train=False))
+                  for t in teachers) / 2
+    on_clean = sum(predict(t, images) for t in teachers) / 2
+
+    def step(batch, **kwargs):
+        return train_step(jax.tree.map(jnp.copy, initial), batch, rng, **options, **kwargs)  # the step donates
+
+    online_state, online = step({"image": images, "label": labels}, teachers=teachers)
+    given_state, given = step({"image": images, "label": labels, "teacher": on_seen})
+    _, clean = step({"image": images, "label": labels, "teacher": on_clean})
+    np.testing.assert_allclose(float(online["loss"]), float(given["loss"]), rtol=1e-5)
+    for online_leaf, given_leaf in zip(jax.tree.leaves(online_state.params), jax.tree.leaves(given_state.params),
+                                       strict=True):
+        np.testing.assert_allclose(online_leaf, given_leaf, rtol=1e-4, atol=1e-6)
+    assert abs(float(online["loss"]) - float(clean["loss"])) > 1e-3  # not the clean images' labels
+    state, _ = train_step(online_state, {"image": mnist.train_images[64:128], "label": labels}, rng, **options,
+                          teachers=teachers)
+    compiled = train_step._cache_size()
+    train_step(state, {"image": mnist.train_images[128:192], "label": labels}, rng, **options, teachers=teachers)
+    assert train_step._cache_size() == compiled  # the teachers are arguments: no retrace after the first step
+
+
+def test_a_resumed_run_keeps_the_teacher_checkpoints_it_started_with(trained_run, tmp_path):
+    config = distilled(trained_run.path, views="augmented")
+    lines = []
+    first = teacher_states(config, tmp_path, lines.append)
+    best = restore(trained_run.path).step
+    assert [run.step for run in first] == [best]
+    assert lines == [f"teachers: 1 run label every augmented batch (checkpoint steps {best})"]
+    keep_teacher_steps(config, tmp_path, first)
+    kept = tmp_path / TEACHER_STEPS
+    assert json.loads(kept.read_text()) == [{"run": str(trained_run.path), "step": best}]
+    assert [run.step for run in teacher_states(config, tmp_path, lines.append)] == [best]
+    assert lines[-1].endswith(f"(checkpoint steps {best}, kept in {kept})")
+    kept.write_text(json.dumps([{"run": str(trained_run.path), "step": best + 1000}]))
+    with pytest.raises(UserError, match=f"teacher .* no longer has checkpoint step {best + 1000}, which this run "
+                                        "started with .*; train the run again with --fresh"):
+        teacher_states(config, tmp_path)
+    kept.write_text(json.dumps([{"run": "elsewhere", "step": best}]))
+    with pytest.raises(UserError, match="names the teachers elsewhere, not train.teachers"):
+        teacher_states(config, tmp_path)
+    kept.write_text("{")
+    with pytest.raises(UserError, match="cannot read .*; delete it to use each teacher's best checkpoint"):
+        teacher_states(config, tmp_path)
+
+
 def test_train_cli_distills_a_run_and_refuses_teachers_it_cannot_use(trained_run, data_dir, mnist, tmp_path):
     common = ["--preset", "tiny", "--data.train_size", "2000", "--train.distillation", "0.9",
               "--data-dir", str(data_dir), "--data-source", "prepared", "--runs-dir", str(tmp_path)]
@@ -112,6 +176,20 @@ def test_train_cli_distills_a_run_and_refuses_teachers_it_cannot_use(trained_run
     np.testing.assert_allclose(np.load(tmp_path / "kd" / TEACHERS),
                                predict(restore(trained_run.path).state, mnist.train_images[:2000]), rtol=1e-5,
                                atol=1e-7)
+
+    # Teachers labelling the augmented views: the run keeps which checkpoints they are, and --fresh forgets it.
+    online = ["--train.teachers", str(trained_run.path), "--train.teacher_views", "augmented",
+              "--workdir", str(tmp_path / "online")]
+    result = run_tool("train", *common, *online)
+    assert result.returncode == 0, result.stderr
+    best = restore(trained_run.path).step
+    assert f"teachers: 1 run label every augmented batch (checkpoint steps {best})" in result.stdout
+    assert json.loads((tmp_path / "online" / TEACHER_STEPS).read_text()) == [
+        {"run": str(trained_run.path.resolve()), "step": best}]
+    assert not (tmp_path / "online" / TEACHERS).exists()
+    (tmp_path / "online" / TEACHER_STEPS).write_text(json.dumps([{"run": "elsewhere", "step": best}]))
+    assert run_tool("train", *common, *online, "--fresh").returncode == 0
+    assert json.loads((tmp_path / "online" / TEACHER_STEPS).read_text())[0]["run"] == str(trained_run.path.resolve())
 
     # A teacher that trained on this run's validation images would leak them into checkpoint selection.
     leaky = run_tool("train", *common, "--train.teachers", str(trained_run.path), "--data.validation_size", "6000",

@@ -38,27 +38,39 @@ RESNET = ({"name": "resnet", "stage_features": (8, 16), "blocks_per_stage": 1}, 
 
 # Soft targets of a distilled run travel with their images in both forms.
 DISTILLED = ({}, {"label_smoothing": 0.1, "teachers": ("runs/teacher",), "distillation": 0.5})
+# Teachers labelling the augmented batches: the same teacher state reaches the step in both forms.
+ONLINE = ({}, {"teachers": ("runs/teacher",), "distillation": 0.5, "teacher_views": "augmented"})
+
+
+def teacher_arguments(config, splits, seed: int) -> dict:
+    """Any teachers will do here: a fixed random distribution per image, or an untrained net's."""
+    if not config.train.distillation:
+        return {}
+    if config.train.teacher_views == "augmented":
+        return {"teachers": (create_train_state(config, jax.random.key(seed)).replace(opt_state=None),)}
+    return {"teacher": np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(seed),
+                                                                   (len(splits.train.labels), 10))))}
 
 
 @pytest.mark.parametrize("checkpoint_every, augment, model, train", [
-    (0, {}, {}, {}), (5, {"rotation": 8.0, "translation": 1.5}, {}, {}), (0, {}, *RESNET), (5, {}, *DISTILLED)])
+    (0, {}, {}, {}), (5, {"rotation": 8.0, "translation": 1.5}, {}, {}), (0, {}, *RESNET), (5, {}, *DISTILLED),
+    (5, {"rotation": 8.0}, *ONLINE)])
 def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment, model, train):
     config = SMALL.replace(train={"checkpoint_every": checkpoint_every, **train}, augment=augment, model=model)
     keys = run_keys(0)
     steps = 2 * steps_per_epoch(config)
-    # Any per-image distribution will do as the teachers' here: a fixed random one.
-    teacher = (np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(2), (len(splits.train.labels), 10))))
-               if config.train.distillation else None)
-    host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(), teacher),
+    teachers = teacher_arguments(config, splits, seed=2)
+    host_state, host_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(), **teachers),
                                            config, create_train_state(config, keys["init"]), steps)
-    device_state, device_losses = run_segments(DeviceLoop(config, splits.train, keys, parallel.data_mesh(), teacher),
+    device_state, device_losses = run_segments(DeviceLoop(config, splits.train, keys, parallel.data_mesh(), **teachers),
                                                config, create_train_state(config, keys["init"]), steps)
     assert int(host_state.step) == int(device_state.step) == steps
-    if teacher is not None:  # each image's own teacher row counts: another image's changes the steps
-        _, shifted_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(),
-                                                  np.roll(teacher, 1, axis=0)),
-                                         config, create_train_state(config, keys["init"]), steps)
-        assert not np.allclose(shifted_losses, host_losses, rtol=1e-3)
+    if teachers:  # the teachers count, row by row: shifted rows or another teacher change the steps
+        other = ({"teacher": np.roll(teachers["teacher"], 1, axis=0)} if "teacher" in teachers
+                 else teacher_arguments(config, splits, seed=3))
+        _, other_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(), **other),
+                                       config, create_train_state(config, keys["init"]), steps)
+        assert not np.allclose(other_losses, host_losses, rtol=1e-3)
     np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
     # The forms compile the step differently (alone, or inside a scan), so float rounding differs, and
     # Adam's normalised updates carry it along: in a ResNet, elements differ by up to 1e-4 after 40

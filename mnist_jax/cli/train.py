@@ -77,7 +77,8 @@ def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = No
     return config.replace(train={"teachers": teachers}) if teachers else config
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "loss.png", "teachers.npy")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "loss.png", "teachers.npy",
+             "teachers.json")
 
 
 def config_flags_given(args: argparse.Namespace) -> bool:
