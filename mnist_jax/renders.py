@@ -226,13 +226,83 @@ def render_phone_photo(digit, rng):
     return encode(to_image(page), "JPEG", quality=int(rng.integers(40, 80)))
 
 
+def _upscale(image: Image.Image, side: int, nearest: bool) -> Image.Image:
+    """Enlarges `image` so its longer side is `side`, with nearest-neighbour or bilinear filtering."""
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
+
+
+def _polarity(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Returns the page (H, W) or its negative, each half the time: a clean drawing of either shade."""
+    return 1.0 - page if rng.random() < 0.5 else page
+
+
+def render_coarse(pixels: int):
+    """Returns a renderer: the digit shrunk to `pixels` a side, then enlarged to 48-128 px (half of the
+    files by nearest-neighbour, half by bilinear filtering), dark on clean white: a low-resolution scan."""
+    def render(digit, rng):
+        gray = to_image(on_paper(digit.astype(np.float32) / 255, rng.uniform(0.9, 1.0), rng.uniform(0.0, 0.2)))
+        small = gray.resize((pixels, pixels), Image.Resampling.BOX)
+        return encode(_upscale(small, int(rng.integers(48, 129)), nearest=rng.random() < 0.5))
+
+    render.__doc__ = f"A {pixels}x{pixels} digit enlarged to 48-128 px, half nearest, half bilinear."
+    return render
+
+
+def render_two_level(digit, rng):
+    """Binarised: two grey levels and no anti-aliasing, either shade of ink, 3-8x MNIST's size."""
+    coverage = random_canvas((pen_coverage(digit, rng.uniform(3, 8)) > 0.5).astype(np.float32), rng)
+    return encode(to_image(_polarity(on_paper(coverage, 1.0, 0.0), rng)))
+
+
+def render_thick_frame(digit, rng):
+    """A marker digit filling its frame: strokes 4-8 MNIST px wide, clean flat background, either shade,
+    the ink touching at least two of the image's borders (the others 0-6 px away)."""
+    coverage = pen_coverage(digit, rng.uniform(3, 6), pen=rng.uniform(4.0, 8.0))
+    rows, cols = np.flatnonzero(coverage.max(axis=1) > 0.5), np.flatnonzero(coverage.max(axis=0) > 0.5)
+    tight = coverage[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    margins = rng.integers(0, 7, size=4)
+    margins[rng.choice(4, size=int(rng.integers(2, 5)), replace=False)] = 0  # top, bottom, left, right
+    framed = np.pad(tight, ((margins[0], margins[1]), (margins[2], margins[3])))
+    paper, ink = _paper_and_ink(rng)
+    return encode(to_image(_polarity(on_paper(framed, paper, ink), rng)))
+
+
+def render_form_cell(digit, rng):
+    """A digit written in a printed form's cell: straight lines 1-3 px wide on two to four sides of it,
+    from touching the digit to 8 px away, crossing the whole image (a cell cut out of a form)."""
+    coverage = pen_coverage(digit, rng.uniform(2.5, 5))
+    rows, cols = np.flatnonzero(coverage.max(axis=1) > 0.5), np.flatnonzero(coverage.max(axis=0) > 0.5)
+    tight = coverage[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    outside = rng.integers(2, 10, size=4)  # paper beyond each line, to the image's border
+    gaps = rng.integers(-1, 9, size=4)  # from the ink's edge to the line (-1: the ink crosses it)
+    widths = rng.integers(1, 4, size=4)
+    sides = rng.choice(4, size=int(rng.integers(2, 5)), replace=False)
+    pads = gaps.clip(0) + widths + outside
+    page = np.pad(tight, ((pads[0], pads[1]), (pads[2], pads[3])))
+    lines = np.zeros_like(page)
+    height, width = page.shape
+    for side in sides:
+        start = outside[side] if side in (0, 2) else (height if side == 1 else width) - outside[side] - widths[side]
+        band = slice(start, start + widths[side])
+        lines[(band, slice(None)) if side < 2 else (slice(None), band)] = 1.0
+    paper, ink = _paper_and_ink(rng)
+    shade = rng.uniform(0.0, 0.5)  # printed lines: black to mid grey, independent of the pen
+    page = on_paper(page, paper, ink)
+    page = np.where(lines > 0, np.minimum(page, paper + (shade - paper) * lines), page)
+    return encode(to_image(page))
+
+
 CONDITIONS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "mnist": render_mnist, "paper": render_paper, "chalkboard": render_chalkboard,
     "thin-pen": render_thin_pen, "thick-pen": render_thick_pen, "small-in-large": render_small,
     "fills-frame": render_fills_frame, "blur": render_blur, "noise": render_noise,
     "uneven-light": render_uneven_light, "jpeg": render_jpeg, "rotated": render_rotated,
     "colour": render_colour, "transparent": render_transparent, "exif-rotated": render_exif_rotated,
-    "phone-photo": render_phone_photo,
+    "phone-photo": render_phone_photo, "coarse-8": render_coarse(8), "coarse-12": render_coarse(12),
+    "coarse-16": render_coarse(16), "two-level": render_two_level, "thick-frame": render_thick_frame,
+    "form-cell": render_form_cell,
 }
 
 
@@ -250,3 +320,10 @@ def render_font_digit(font_path: Path, digit: int, rng: np.random.Generator) -> 
     glyph = glyph.rotate(rng.uniform(-6, 6), Image.Resampling.BICUBIC, expand=True)
     coverage = random_canvas(np.asarray(glyph, np.float32) / 255, rng)
     return encode(to_image(on_paper(coverage, *_paper_and_ink(rng))))
+
+
+def render_scan(pixels: np.ndarray, nearest: bool, side: int = 64) -> bytes:
+    """Writes a small scanned digit `pixels` (h, w), ink 1 and paper 0 (any scale), as dark ink on white
+    enlarged to `side` px by nearest-neighbour or bilinear filtering: how users keep such scans (PNG)."""
+    gray = 1.0 - pixels.astype(np.float32) / max(float(pixels.max()), 1e-6)
+    return encode(_upscale(to_image(gray), side, nearest))

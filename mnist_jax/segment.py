@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from mnist_jax.errors import UserError
-from mnist_jax.preprocess import crop_to_mask, ink_mask, remove_specks, to_ink
+from mnist_jax.preprocess import crop_to_mask, digit_ink
 
 COLUMN_OVERLAP = 0.5  # parts overlapping horizontally by this much of the narrower one are one digit
 SHORT_PART = 0.5  # a part shorter than this fraction of the row's tallest joins any part it overlaps
@@ -41,11 +41,11 @@ def group_parts(boxes: list[tuple[slice, slice]], overlap: float = COLUMN_OVERLA
 def split_digits(gray: np.ndarray) -> list[np.ndarray]:
     """Returns the ink crop (h, w) of each digit in greyscale (H, W), left to right.
 
-    Digits are the 8-connected ink components (specks dropped), grouped by `group_parts`.
+    Digits are the 8-connected ink components (ruled lines and specks dropped), grouped by `group_parts`.
     Digits that touch each other come out as one. Raises UserError when there is no ink.
     """
-    ink = to_ink(gray)
-    labels, _ = ndimage.label(remove_specks(ink_mask(ink)), structure=np.ones((3, 3)))
+    ink, mask = digit_ink(gray)
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     boxes = ndimage.find_objects(labels)
     if not boxes:
         raise UserError("no ink found: the image looks blank")

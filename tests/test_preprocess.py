@@ -18,10 +18,10 @@ from mnist_jax.preprocess import (
     ink_mask,
     load_grayscale,
     noise_sigma,
+    normalise_strokes,
     otsu_threshold,
     remove_specks,
     stroke_width,
-    thicken_thin_strokes,
     to_ink,
     to_mnist,
 )
@@ -132,11 +132,11 @@ def test_stroke_width_of_bars_of_known_width():
 def test_a_fine_pen_is_widened_to_mnist_strokes_and_a_normal_one_is_left_alone():
     thin = np.zeros((80, 80), np.float32)
     thin[10:70, 40:42] = 1.0  # 2 px at 4x detail: 0.5 px in the 20-px box
-    widened = thicken_thin_strokes(thin)
+    widened = normalise_strokes(thin)
     assert stroke_width(widened > 0.5) / 4 == pytest.approx(STROKE_TARGET, rel=0.2)
     normal = np.zeros((80, 80), np.float32)
     normal[10:70, 36:45] = 1.0  # 9 px: 2.25 px in the box
-    assert thicken_thin_strokes(normal) is normal
+    assert normalise_strokes(normal) is normal
 
 
 def test_crop_and_fit_keep_the_aspect_ratio():

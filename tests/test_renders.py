@@ -50,15 +50,28 @@ def test_font_digits_render_reproducibly():
 
 def test_eval_inputs_prints_the_per_condition_table_and_a_gallery(trained_run, data_dir, tmp_path):
     result = run_tool("eval_inputs", "--run", str(trained_run.path), "--data-dir", str(data_dir),
-                      "--data-source", "prepared", "--conditions", "paper,noise", "--per-condition", "30",
-                      "--fonts-per-digit", "0", "--gallery", str(tmp_path / "gallery.png"))
+                      "--data-source", "prepared", "--conditions", "paper,noise,form-cell", "--per-condition", "30",
+                      "--fonts-per-digit", "0", "--scans", "40", "--gallery", str(tmp_path / "gallery.png"))
     assert result.returncode == 0, result.stderr
     rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
-    table = {name.strip(): (int(n), float(naive.strip(" %")), float(ours.strip(" %")))
-             for name, n, naive, ours in rows[1:]}  # rows[0]: the header
-    assert set(table) == {"paper", "noise", "**all MNIST renders**"}
-    assert table["**all MNIST renders**"][0] == 60
-    for _, naive, ours in table.values():
-        assert ours >= 85 and naive < 50  # the short test run's model; the pipeline is what makes the difference
+    table = {name.strip(): (int(n.replace(",", "")), *(float(cell.strip(" %")) for cell in cells))
+             for name, n, *cells in rows[1:]}  # rows[0]: the header
+    assert set(table) == {"paper", "noise", "form-cell", "**all MNIST renders**", "sklearn-digits"}
+    assert table["**all MNIST renders**"][0] == 90 and table["sklearn-digits"][0] == 40
+    for name, (_, naive, quick, ours, ece) in table.items():
+        assert naive < 50 and 0 <= ece <= 100  # the naive resize fails everywhere
+        assert ours >= (70 if name == "sklearn-digits" else 85)  # the short test run's model
+    assert table["noise"][2] < 50 < table["noise"][3]  # the quick baseline fails on noise, the pipeline does not
     with Image.open(tmp_path / "gallery.png") as gallery:
         assert gallery.format == "PNG" and gallery.width > 100
+
+
+def test_scans_are_written_as_dark_ink_on_white_at_64_px():
+    from mnist_jax.renders import render_scan
+
+    pixels = np.zeros((8, 8))
+    pixels[1:7, 3:5] = 16  # a 1, on the 0-16 scale of optdigits
+    for nearest in (True, False):
+        with Image.open(io.BytesIO(render_scan(pixels, nearest))) as image:
+            gray = np.asarray(image)
+        assert gray.shape == (64, 64) and gray[0, 0] == 255 and gray[32, 31] < 64

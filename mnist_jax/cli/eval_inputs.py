@@ -16,6 +16,8 @@ from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, q
 from mnist_jax.errors import UserError
 
 FONT_CONDITION = "handwriting-fonts"
+SCAN_CONDITION = "sklearn-digits"  # UCI optdigits: 8x8 scans by 43 writers, shipped with scikit-learn
+FONT_TARGET = 0.97  # faces reading worse than this are named on stderr
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MNIST test digits rendered per condition (default 300)")
     parser.add_argument("--fonts-per-digit", type=int, default=2, metavar="N",
                         help="renders of each digit 0-9 per installed handwriting font (default 2; 0: none)")
+    parser.add_argument("--scans", type=int, default=-1, metavar="N",
+                        help="scikit-learn's 8x8 digit scans to read (needs scikit-learn; default -1: all 1,797; 0: none)")
     parser.add_argument("--conditions", default=",".join(CONDITIONS),
                         help=f"comma-separated subset of: {', '.join(CONDITIONS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -61,6 +65,23 @@ def naive_input(data: bytes) -> np.ndarray:
     """The baseline: the whole file decoded to greyscale and resized to 28x28 (bilinear), nothing else."""
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("L").resize((28, 28), Image.Resampling.BILINEAR))[:, :, None]
+
+
+def quick_input(data: bytes) -> np.ndarray:
+    """A second baseline, the usual quick MNIST-style preprocessing: greyscale, inverted when its border
+    is light, Otsu's threshold, cropped to the ink, longer side 20 px, centre of mass at (14, 14)."""
+    from mnist_jax.preprocess import center_by_mass, fit_to_box, otsu_threshold
+
+    with Image.open(io.BytesIO(data)) as image:
+        gray = np.asarray(image.convert("L"), np.float32) / 255
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ink = 1.0 - gray if border.mean() > 0.5 else gray
+    mask = ink > otsu_threshold(ink)
+    if not mask.any():
+        return np.zeros((28, 28, 1), np.uint8)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
+    return np.round(center_by_mass(fit_to_box(crop)) * 255).astype(np.uint8)[:, :, None]
 
 
 def pipeline_input(data: bytes) -> np.ndarray | None:
@@ -93,31 +114,76 @@ def render_fonts(fonts: list[Path], per_digit: int, seed: int):
                 yield render_font_digit(font, digit, rng), digit, font.stem
 
 
+def load_scans(count: int):
+    """scikit-learn's digits (UCI optdigits, 8x8, values 0-16) as (images (N, 8, 8), labels (N,)), the first
+    `count` (-1: all); None when scikit-learn is not installed."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        return None
+    digits = load_digits()
+    end = len(digits.target) if count < 0 else count
+    return digits.images[:end], digits.target[:end]
+
+
+def render_scans(images: np.ndarray, labels: np.ndarray):
+    """Yields (file bytes, label, title) for each scan: dark on white, 64 px, alternately nearest and bilinear."""
+    from mnist_jax.renders import render_scan
+
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        yield render_scan(pixels, nearest=index % 2 == 0), int(label), SCAN_CONDITION
+
+
 @dataclasses.dataclass(frozen=True)
 class Scored:
     labels: np.ndarray  # (N,)
-    naive: np.ndarray  # (N,) the baseline's predicted digits
+    naive: np.ndarray  # (N,) the naive baseline's predicted digits
+    quick: np.ndarray  # (N,) the quick MNIST-style baseline's predicted digits
     seen: np.ndarray  # (N, 28, 28, 1) what the pipeline gave the model (zeros where it found no digit)
     probabilities: np.ndarray  # (N, 10) the model's output on `seen`
     ours: np.ndarray  # (N,) the pipeline's predicted digits, -1 where it found no digit
 
+    def row(self, name: str) -> str:
+        """The table's line: images, each input's accuracy, and the pipeline's expected calibration error."""
+        from mnist_jax.evaluation import calibration
+
+        count = len(self.labels)
+        accuracies = [100 * np.mean(predicted == self.labels) for predicted in (self.naive, self.quick, self.ours)]
+        ece = 100 * calibration(self.probabilities, self.labels)["ece"]
+        return f"| {name} | {count:,} | " + " | ".join(f"{a:.1f}%" for a in accuracies) + f" | {ece:.1f}% |"
+
 
 def score(state, files: list[tuple[bytes, int, str]], temperature: float = 1.0) -> Scored:
-    """Predicts every file through the naive baseline and through the pipeline (probabilities divided by
+    """Predicts every file through both baselines and through the pipeline (probabilities divided by
     `temperature`, as bin/predict does)."""
     from mnist_jax.predict import predict
 
-    naive = predict(state, np.stack([naive_input(blob) for blob, _, _ in files])).argmax(axis=1)
+    def digits(inputs: list[np.ndarray]) -> np.ndarray:
+        return predict(state, np.stack(inputs), temperature=temperature).argmax(axis=1)
+
     seen = [pipeline_input(blob) for blob, _, _ in files]
     found = np.array([image is not None for image in seen])
     images = np.stack([image if image is not None else np.zeros((28, 28, 1), np.uint8) for image in seen])
     probabilities = predict(state, images, temperature=temperature)
-    return Scored(labels=np.array([label for _, label, _ in files]), naive=naive, seen=images,
-                  probabilities=probabilities, ours=np.where(found, probabilities.argmax(axis=1), -1))
+    return Scored(labels=np.array([label for _, label, _ in files]),
+                  naive=digits([naive_input(blob) for blob, _, _ in files]),
+                  quick=digits([quick_input(blob) for blob, _, _ in files]),
+                  seen=images, probabilities=probabilities, ours=np.where(found, probabilities.argmax(axis=1), -1))
 
 
-def table_row(name: str, count: int, naive_right: int, ours_right: int) -> str:
-    return f"| {name} | {count} | {100 * naive_right / count:.1f}% | {100 * ours_right / count:.1f}% |"
+def concatenate(parts: list[Scored]) -> Scored:
+    """One Scored of several conditions' images."""
+    return Scored(*(np.concatenate([getattr(part, field.name) for part in parts])
+                    for field in dataclasses.fields(Scored)))
+
+
+def weak_faces(files: list[tuple[bytes, int, str]], scored: Scored, target: float = FONT_TARGET) -> str:
+    """The font faces the pipeline reads worse than `target`, with their accuracy, worst first."""
+    faces = np.array([title for _, _, title in files])
+    accuracy = {face: float(np.mean(scored.ours[faces == face] == scored.labels[faces == face]))
+                for face in dict.fromkeys(faces)}
+    weak = sorted((a, face) for face, a in accuracy.items() if a < target)
+    return ", ".join(f"{face} {100 * a:.0f}%" for a, face in weak) or "none"
 
 
 @main_guard
@@ -138,29 +204,34 @@ def main(argv: list[str] | None = None) -> int:
           + (f" ({', '.join(f.stem for f in fonts)})" if fonts else
              f"; for that row install some of: apt-get install {' '.join(renders.HANDWRITING_FONT_PACKAGES)}"),
           file=sys.stderr)
+    scans = load_scans(args.scans) if args.scans != 0 else None
+    if scans is None and args.scans != 0:
+        print(f"scans: scikit-learn is not installed; for the {SCAN_CONDITION} row: pip install scikit-learn",
+              file=sys.stderr)
 
-    start, examples, totals = time.perf_counter(), [], np.zeros(3, int)
-    print("| condition | images | naive resize | bin/predict pipeline |")
-    print("|---|---:|---:|---:|")
-    for name in conditions + ([FONT_CONDITION] if fonts else []):
-        if name == FONT_CONDITION:
-            count, naive_right, ours_right = totals
-            print(table_row("**all MNIST renders**", count, naive_right, ours_right))
-            files = list(render_fonts(fonts, args.fonts_per_digit, args.seed))
-        else:
-            files = list(render_condition(name, data.test_images, data.test_labels, args.per_condition, args.seed))
+    start, examples, renders_scored = time.perf_counter(), [], []
+    print("| condition | images | naive resize | quick MNIST-style | bin/predict pipeline | calibration error |")
+    print("|---|---:|---:|---:|---:|---:|")
+
+    def evaluate(name: str, files: list[tuple[bytes, int, str]], gallery_picks=(0,)) -> Scored:
         if args.write_files:
             write_files(args.write_files, name, files)
         scored = score(run.state, files, run.temperature)
-        right = [int(np.sum(scored.naive == scored.labels)), int(np.sum(scored.ours == scored.labels))]
-        print(table_row(name, len(files), *right), flush=True)
-        if name != FONT_CONDITION:
-            totals += [len(files), *right]
+        print(scored.row(name), flush=True)
         if args.gallery:
-            picks = range(0, len(files), max(1, len(files) // 8))[:8] if name == FONT_CONDITION else [0]
-            examples += [gallery_example(files[i], scored, i) for i in picks]
-    if not fonts:
-        print(table_row("**all MNIST renders**", *totals))
+            examples.extend(gallery_example(files[i], scored, i) for i in gallery_picks)
+        return scored
+
+    for name in conditions:
+        renders_scored.append(evaluate(name, list(render_condition(
+            name, data.test_images, data.test_labels, args.per_condition, args.seed))))
+    print(concatenate(renders_scored).row("**all MNIST renders**"))
+    if fonts:
+        files = list(render_fonts(fonts, args.fonts_per_digit, args.seed))
+        scored = evaluate(FONT_CONDITION, files, gallery_picks=range(0, len(files), max(1, len(files) // 8))[:8])
+        print(f"font faces under {100 * FONT_TARGET:.0f}%: {weak_faces(files, scored)}", file=sys.stderr)
+    if scans is not None:
+        evaluate(SCAN_CONDITION, list(render_scans(*scans)), gallery_picks=(0, 1))  # nearest, bilinear
     print(f"evaluated in {time.perf_counter() - start:.0f} s "
           f"(model: {args.run}, checkpoint step {run.step}; seed {args.seed})", file=sys.stderr)
     if args.gallery:
