@@ -31,6 +31,7 @@ NOISE_SIGMAS = 5.0  # residuals beyond this many noise standard deviations are i
 MIN_CONTRAST = 0.08  # weaker ink than this (of the full black-to-white range) counts as a blank image
 BORDER_INK = 0.15  # more of the border than this standing out from the fitted paper: the ink reaches it
 EDGE_INK = 0.1  # the faintest ink (of the stroke level) the crop keeps inside the digit's box
+HAIRLINE = 0.7  # ink this faint, relative to the mask's threshold, is kept where it joins the mask
 SPECK_FRACTION = 0.2  # components spanning less than this fraction of the largest one are specks
 # MNIST's stroke width in box pixels, as `crop_to_mnist` measures it on test digits: 1st-99th
 # percentiles 1.3-4.5, median 2.2. Strokes under STROKE_LOW are widened to STROKE_TARGET.
@@ -317,13 +318,18 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def ink_mask(ink: np.ndarray) -> np.ndarray:
-    """Returns bool (H, W): where `ink` (from `to_ink`) is the digit, by Otsu's threshold.
+    """Returns bool (H, W): where `ink` (from `to_ink`) is the digit, by Otsu's threshold with hysteresis.
 
     The threshold is taken on the ink lightly smoothed (so isolated noisy pixels stay below it)
-    and kept within [0.2, 0.6] of the stroke level.
+    and kept within [0.2, 0.6] of the stroke level. Fainter ink joined to that mask is kept too,
+    down to HAIRLINE of the threshold and above the ink map's noise: the hairlines of a pen or a
+    calligraphic face, which smoothing dims below the threshold, stay part of the digit.
     """
     smooth = ndimage.gaussian_filter(ink, 1.0)
-    return smooth > np.clip(otsu_threshold(smooth), 0.2, 0.6)
+    threshold = np.clip(otsu_threshold(smooth), 0.2, 0.6)
+    strong = smooth > threshold
+    faint = ink > max(HAIRLINE * threshold, NOISE_SIGMAS * noise_sigma(ink))
+    return ndimage.binary_propagation(strong, structure=np.ones((3, 3)), mask=strong | faint)
 
 
 def remove_specks(mask: np.ndarray, min_fraction: float = SPECK_FRACTION) -> np.ndarray:

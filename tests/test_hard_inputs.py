@@ -11,6 +11,7 @@ from scipy import ndimage
 from mnist_jax.preprocess import (
     STROKE_THICK_TARGET,
     digit_ink,
+    ink_mask,
     normalise_strokes,
     restore_resolution,
     ruled_lines,
@@ -124,3 +125,13 @@ def test_a_markers_strokes_are_thinned_and_blurred_ones_are_not():
     assert stroke_width(thinned > 0.5) / 4 == pytest.approx(STROKE_THICK_TARGET, rel=0.2)
     blurred = ndimage.gaussian_filter(marker, 6)
     assert normalise_strokes(blurred) is blurred
+
+
+def test_a_hairline_joined_to_a_stroke_stays_in_the_mask_and_a_faint_stray_one_does_not():
+    ink = np.zeros((80, 80), np.float32)
+    ink[10:70, 20:28] = 1.0  # a calligraphic face's thick stroke ...
+    ink[10, 28:60] = ink[10:70, 60] = 0.5  # ... and the hairline it turns into: 1 px, half as strong
+    ink[75, 10:70] = 0.3  # a faint stray line, touching nothing
+    mask = ink_mask(ink)
+    assert mask[10:70, 20:28].all() and mask[10:70, 60].all() and mask[10, 30:58].all()
+    assert not mask[75].any()
