@@ -6,6 +6,10 @@ displacement field smoothed by a Gaussian of std sigma and scaled by alpha). Bot
 sampling grid, so an image is resampled once (bilinear, zero outside the image). With every
 strength 0 the grid is the identity and the output equals the input bit for bit.
 
+After the geometric transforms, `degrade` lowers each image's quality as users' files lose it:
+a coarse scan (shrunk and enlarged again), blur, a thicker or thinner pen. At strength 0 each is
+skipped, so a config without them gives the same images as before they existed.
+
 Coordinates are (row, column) = (y down, x right); a positive rotation turns the digit
 counter-clockwise as displayed, a positive shear moves lower rows to the right.
 """
@@ -91,6 +95,47 @@ def random_grid(key: jax.Array, shape: tuple[int, int], config: AugmentConfig) -
     return grid + elastic_displacement(keys[4], shape, config.elastic_alpha, config.elastic_sigma)
 
 
+COARSE_SIDES = (8, 10, 12, 14, 16, 20)  # a coarse image is drawn at one of these sides, then enlarged to 28
+
+
+def coarsen(image: jax.Array, side: jax.Array) -> jax.Array:
+    """Returns image (H, W, C) shrunk (area-averaged) to COARSE_SIDES[side] pixels a side and enlarged
+    back bilinearly: the detail of a low-resolution scan. `side` is a traced index."""
+    height, width, channels = image.shape
+    versions = jnp.stack([jax.image.resize(jax.image.resize(image, (n, n, channels), "linear", antialias=True),
+                                           (height, width, channels), "linear") for n in COARSE_SIDES])
+    return versions[side]
+
+
+def blur(image: jax.Array, sigma: jax.Array) -> jax.Array:
+    """Returns image (H, W, C) blurred by a Gaussian of std `sigma` pixels (traced; near 0: unchanged)."""
+    return jax.vmap(smooth, in_axes=(2, None), out_axes=2)(image, jnp.maximum(sigma, 1e-3))
+
+
+def change_stroke(image: jax.Array, change: jax.Array) -> jax.Array:
+    """Returns image (H, W, C) grey-dilated (change 1), eroded (-1) by a 3x3 square, or unchanged (0)."""
+    def window(op, init):
+        return jax.lax.reduce_window(image, init, op, (3, 3, 1), (1, 1, 1), "SAME")
+
+    return jnp.select([change > 0, change < 0], [window(jax.lax.max, -jnp.inf), window(jax.lax.min, jnp.inf)], image)
+
+
+def degrade(image: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Array:
+    """Returns image (H, W, C) with the quality losses `config` asks for, each drawn from `key`, its peak
+    brightness kept."""
+    keys = jax.random.split(key, 5)
+    peak = jnp.max(image)
+    if config.coarse:
+        side = jax.random.randint(keys[0], (), 0, len(COARSE_SIDES))
+        image = jnp.where(jax.random.uniform(keys[1]) < config.coarse, coarsen(image, side), image)
+    if config.blur:
+        image = blur(image, jax.random.uniform(keys[2], maxval=config.blur))
+    if config.stroke:
+        change = jnp.where(jax.random.uniform(keys[3]) < config.stroke, jax.random.choice(keys[4], jnp.array([-1, 1])), 0)
+        image = change_stroke(image, change)
+    return image * (peak / jnp.maximum(jnp.max(image), 1e-6))  # the darkest ink stays as dark: preprocessing does the same
+
+
 @functools.partial(jax.jit, static_argnames="config")
 def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Array:
     """Returns a random distortion of each image: float32 (B, H, W, C) in, same shape out.
@@ -99,6 +144,7 @@ def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Arr
     `config` is static (hashable): a new config compiles anew, a new key does not.
     """
     def one(image, image_key):
-        return resample(image, random_grid(image_key, image.shape[:2], config))
+        moved = resample(image, random_grid(image_key, image.shape[:2], config))
+        return degrade(moved, jax.random.fold_in(image_key, 1), config)  # its own stream: the moves stay as they were
 
     return jax.vmap(one)(images, jax.random.split(key, images.shape[0]))

@@ -80,11 +80,16 @@ class AugmentConfig:
     translation: float = 0.0  # pixels: shift uniform in [-translation, translation] on each axis
     elastic_alpha: float = 0.0  # pixels: scale of the smoothed random displacement field (Simard: 34)
     elastic_sigma: float = 4.0  # pixels: std of the Gaussian that smooths that field (Simard: 4)
+    # The input's quality, as users' files lose it (after the geometric transforms):
+    coarse: float = 0.0  # probability of shrinking the image to 8-20 px a side and enlarging it back
+    blur: float = 0.0  # pixels: std of a Gaussian blur uniform in [0, blur]
+    stroke: float = 0.0  # probability of a 3x3 grey dilation or erosion (half each): a thicker or thinner pen
 
     @property
     def enabled(self) -> bool:
         """Whether any transform has a non-zero strength."""
-        return any((self.rotation, self.scale, self.shear, self.translation, self.elastic_alpha))
+        return any((self.rotation, self.scale, self.shear, self.translation, self.elastic_alpha, self.coarse,
+                    self.blur, self.stroke))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +255,9 @@ def validate(config: Config) -> None:
         ("augment.translation", 0 <= a.translation <= 14, "pixels in [0, 14]"),
         ("augment.elastic_alpha", a.elastic_alpha >= 0, "at least 0"),
         ("augment.elastic_sigma", 0 < a.elastic_sigma <= 10, "pixels in (0, 10]"),
+        ("augment.coarse", 0 <= a.coarse <= 1, "a probability in [0, 1]"),
+        ("augment.blur", 0 <= a.blur <= 5, "pixels in [0, 5]"),
+        ("augment.stroke", 0 <= a.stroke <= 1, "a probability in [0, 1]"),
     ]
     checks += [
         (f"{section}.{name}", getattr(getattr(config, section), name) in allowed, "one of " + ", ".join(allowed))

@@ -13,13 +13,14 @@ from conftest import run_tool
 from PIL import Image
 
 from mnist_jax import config as config_lib
-from mnist_jax.augment import affine_grid, augment, identity_grid, resample
+from mnist_jax.augment import COARSE_SIDES, affine_grid, augment, change_stroke, coarsen, identity_grid, resample
 from mnist_jax.config import AugmentConfig
 from mnist_jax.errors import UserError
 
 SIZE = 28
 CENTRE = (SIZE - 1) / 2  # 13.5: transforms turn about the middle of the image
 EVERYTHING = AugmentConfig(rotation=15, scale=0.15, shear=15, translation=3, elastic_alpha=34, elastic_sigma=4)
+DEGRADED = dataclasses.replace(EVERYTHING, coarse=0.5, blur=1.0, stroke=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,35 @@ def test_elastic_distortion_moves_ink_but_roughly_keeps_its_mass(digits):
     assert np.abs(stronger - digits).mean() > np.abs(out - digits).mean()
 
 
+def test_quality_losses_leave_the_moves_as_they_were(digits):
+    moved = np.asarray(augment(digits, jax.random.key(5), EVERYTHING))
+    degraded = np.asarray(augment(digits, jax.random.key(5), dataclasses.replace(EVERYTHING, stroke=1.0)))
+    eroded = np.asarray(change_stroke(jnp.asarray(moved[0]), jnp.array(-1)))
+    dilated = np.asarray(change_stroke(jnp.asarray(moved[0]), jnp.array(1)))
+    assert any(np.allclose(degraded[0], d * moved[0].max() / d.max(), atol=1e-5) for d in (eroded, dilated))
+
+
+def test_a_coarse_image_holds_only_the_detail_of_its_side(digits):
+    for index, side in enumerate(COARSE_SIDES):
+        coarse = np.asarray(coarsen(jnp.asarray(digits[0]), jnp.array(index)))[..., 0]
+        assert coarse.shape == (SIZE, SIZE)
+        spectrum = np.abs(np.fft.fft2(coarse))
+        cutoff = side // 2 + 2  # frequencies beyond the small image's Nyquist limit are (nearly) gone
+        assert spectrum[cutoff : SIZE - cutoff, :].sum() < 0.1 * spectrum.sum()
+
+
+def test_pen_changes_and_blur_move_ink_the_expected_way_and_keep_the_peak(digits):
+    ink = float((digits > 0.5).sum())
+    thick = np.asarray(augment(digits, jax.random.key(0), AugmentConfig(stroke=1.0)))
+    assert np.allclose(thick.max(axis=(1, 2, 3)), digits.max(axis=(1, 2, 3)), atol=1e-5)
+    areas = (thick > 0.5).sum(axis=(1, 2, 3)) / (digits > 0.5).sum(axis=(1, 2, 3))
+    assert (areas > 1.2).any() and (areas < 0.8).any() and ((areas > 1.2) | (areas < 0.8)).all()
+    blurred = np.asarray(augment(digits, jax.random.key(0), AugmentConfig(blur=2.0)))
+    assert np.allclose(blurred.max(axis=(1, 2, 3)), digits.max(axis=(1, 2, 3)), atol=1e-5)
+    edges = [np.abs(np.diff(images, axis=2)).sum() for images in (digits, blurred)]
+    assert edges[1] < edges[0] and (blurred > 0.5).sum() != ink
+
+
 def test_same_key_same_output_and_every_image_its_own_transform(digits):
     first = np.asarray(augment(digits, jax.random.key(3), EVERYTHING))
     assert np.array_equal(first, np.asarray(augment(digits, jax.random.key(3), EVERYTHING)))
@@ -107,18 +137,19 @@ def test_same_key_same_output_and_every_image_its_own_transform(digits):
     assert all(not np.allclose(out[0], out[i], atol=1e-3) for i in range(1, 4))
 
 
-def test_augment_traces_once_for_new_keys_also_inside_a_jitted_step(digits):
-    augment(digits, jax.random.key(0), EVERYTHING)
+@pytest.mark.parametrize("config", [EVERYTHING, DEGRADED], ids=["moves", "moves-and-losses"])
+def test_augment_traces_once_for_new_keys_also_inside_a_jitted_step(digits, config):
+    augment(digits, jax.random.key(0), config)
     compiled = augment._cache_size()
     traces = []
 
     @jax.jit
     def step(images, key):
         traces.append(1)
-        return augment(images, jax.random.fold_in(key, 7), EVERYTHING).mean()
+        return augment(images, jax.random.fold_in(key, 7), config).mean()
 
     for seed in range(3):
-        augment(digits, jax.random.key(seed), EVERYTHING)
+        augment(digits, jax.random.key(seed), config)
         step(digits, jax.random.key(seed))
     assert augment._cache_size() == compiled and len(traces) == 1
 
@@ -139,6 +170,9 @@ def test_augment_config_round_trips_and_takes_command_line_overrides():
     ({"augment.elastic_alpha": "-1"}, "invalid augment.elastic_alpha=-1.0: must be at least 0"),
     ({"augment.elastic_sigma": "0"}, "invalid augment.elastic_sigma=0.0: must be pixels in (0, 10]"),
     ({"augment.rotation": "lots"}, "invalid augment.rotation=lots: must be a number"),
+    ({"augment.coarse": "1.5"}, "invalid augment.coarse=1.5: must be a probability in [0, 1]"),
+    ({"augment.blur": "-1"}, "invalid augment.blur=-1.0: must be pixels in [0, 5]"),
+    ({"augment.stroke": "2"}, "invalid augment.stroke=2.0: must be a probability in [0, 1]"),
 ])
 def test_bad_augment_strengths_name_the_field_and_the_range(assignment, message):
     with pytest.raises(UserError) as error:
