@@ -13,7 +13,7 @@ from conftest import run_tool
 from PIL import Image
 
 from mnist_jax import config as config_lib
-from mnist_jax.augment import COARSE_SIDES, affine_grid, augment, change_stroke, coarsen, identity_grid, resample
+from mnist_jax.augment import COARSE_SIDES, affine_grid, augment, coarsen, identity_grid, resample, thicken
 from mnist_jax.config import AugmentConfig
 from mnist_jax.errors import UserError
 
@@ -102,9 +102,8 @@ def test_elastic_distortion_moves_ink_but_roughly_keeps_its_mass(digits):
 def test_quality_losses_leave_the_moves_as_they_were(digits):
     moved = np.asarray(augment(digits, jax.random.key(5), EVERYTHING))
     degraded = np.asarray(augment(digits, jax.random.key(5), dataclasses.replace(EVERYTHING, stroke=1.0)))
-    eroded = np.asarray(change_stroke(jnp.asarray(moved[0]), jnp.array(-1)))
-    dilated = np.asarray(change_stroke(jnp.asarray(moved[0]), jnp.array(1)))
-    assert any(np.allclose(degraded[0], d * moved[0].max() / d.max(), atol=1e-5) for d in (eroded, dilated))
+    thick = np.asarray(thicken(jnp.asarray(moved[0]), jnp.array(True)))
+    np.testing.assert_allclose(degraded[0], thick * moved[0].max() / thick.max(), atol=1e-5)
 
 
 def test_a_coarse_image_holds_only_the_detail_of_its_side(digits):
@@ -121,7 +120,7 @@ def test_pen_changes_and_blur_move_ink_the_expected_way_and_keep_the_peak(digits
     thick = np.asarray(augment(digits, jax.random.key(0), AugmentConfig(stroke=1.0)))
     assert np.allclose(thick.max(axis=(1, 2, 3)), digits.max(axis=(1, 2, 3)), atol=1e-5)
     areas = (thick > 0.5).sum(axis=(1, 2, 3)) / (digits > 0.5).sum(axis=(1, 2, 3))
-    assert (areas > 1.2).any() and (areas < 0.8).any() and ((areas > 1.2) | (areas < 0.8)).all()
+    assert (areas > 1.4).all()  # every stroke 2 px wider
     blurred = np.asarray(augment(digits, jax.random.key(0), AugmentConfig(blur=2.0)))
     assert np.allclose(blurred.max(axis=(1, 2, 3)), digits.max(axis=(1, 2, 3)), atol=1e-5)
     edges = [np.abs(np.diff(images, axis=2)).sum() for images in (digits, blurred)]
@@ -157,7 +156,8 @@ def test_augment_traces_once_for_new_keys_also_inside_a_jitted_step(digits, conf
 def test_augment_config_round_trips_and_takes_command_line_overrides():
     assignments = {"augment.rotation": "12.5", "augment.elastic_alpha": "34", "augment.translation": "2"}
     config = config_lib.override(config_lib.get_preset("default"), assignments)
-    assert config.augment == AugmentConfig(rotation=12.5, translation=2.0, elastic_alpha=34.0)
+    default = config_lib.get_preset("default").augment
+    assert config.augment == dataclasses.replace(default, rotation=12.5, translation=2.0, elastic_alpha=34.0)
     assert config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(config)))) == config
     assert config_lib.from_dict({"train": {"epochs": 2}}).augment == AugmentConfig()  # older configs: all off
 
@@ -187,5 +187,5 @@ def test_augment_figure_draws_a_row_per_transform_of_real_digits(data_dir, tmp_p
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(f"wrote {out}")
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.height > 400  # seven rows of digits
+        assert image.format == "PNG" and image.height > 500  # ten rows of digits
         image.verify()

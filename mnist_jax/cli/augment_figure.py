@@ -20,7 +20,11 @@ ROWS = {
     "shear ±15°": AugmentConfig(shear=15),
     "shift ±3 px": AugmentConfig(translation=3),
     "elastic α 34, σ 4": AugmentConfig(elastic_alpha=34, elastic_sigma=4),
-    "all of them": AugmentConfig(rotation=15, scale=0.15, shear=15, translation=3, elastic_alpha=34, elastic_sigma=4),
+    "coarse, 8-20 px": AugmentConfig(coarse=1.0),
+    "blur σ 0-1.5 px": AugmentConfig(blur=1.5),
+    "pen +2 px": AugmentConfig(stroke=1.0),
+    "all of them": AugmentConfig(rotation=15, scale=0.15, shear=15, translation=3, elastic_alpha=34, elastic_sigma=4,
+                                 coarse=0.5, blur=1.0, stroke=0.5),
 }
 
 
