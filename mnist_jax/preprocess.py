@@ -139,10 +139,9 @@ def estimate_background(gray: np.ndarray, paper: np.ndarray | None = None, grid:
     if paper is None:
         keep = np.ones(small.shape, bool)
         keep[2:-2, 2:-2] = False
-    else:  # the cells that are all paper
-        keep = np.asarray(Image.fromarray(paper.astype(np.float32)).resize(size, Image.Resampling.BOX)) > 0.999
-        if keep.sum() < 6:
-            keep = np.asarray(Image.fromarray(paper.astype(np.float32)).resize(size, Image.Resampling.BOX)) > 0.5
+    else:  # the cells that are all paper, or mostly when too few are
+        share = np.asarray(Image.fromarray(paper.astype(np.float32)).resize(size, Image.Resampling.BOX))
+        keep = share > 0.999 if np.sum(share > 0.999) >= 6 else share > 0.5
     keep = keep.ravel()
     for _ in range(rounds):
         used = design[keep]  # normal equations: 6x6, and lstsq copes when a 1-pixel-high image makes them singular
@@ -231,7 +230,8 @@ def ruled_lines(mask: np.ndarray, span: float = LINE_SPAN, thinness: float = LIN
     A ruled line is a straight horizontal or vertical run of ink across at least `span` of the
     image whose ink is thinner across it than `thinness` times the other ink's stroke width and
     than `relative_width` of the image's longer side (a digit's own bar, even one reaching across
-    the frame, or the straight edge of a thick stroke, is as thick as its strokes). Where a stroke crosses a line, the crossing is kept in the digit.
+    the frame, or the straight edge of a thick stroke, is as thick as its strokes). Where a stroke
+    crosses a line, the crossing is kept in the digit.
     """
     found = [_long_runs(mask, max(2, round(span * mask.shape[1]))),
              _long_runs(mask.T, max(2, round(span * mask.shape[0]))).T]  # horizontal, vertical
@@ -239,7 +239,7 @@ def ruled_lines(mask: np.ndarray, span: float = LINE_SPAN, thinness: float = LIN
         return np.zeros_like(mask)
     limit = min(thinness * stroke_width(mask & ~(found[0] | found[1])), relative_width * max(mask.shape))
     lines = np.zeros_like(mask)
-    for axis, candidates in enumerate(found):  # axis 0: a horizontal line, as thick as the mask's runs down its columns
+    for axis, candidates in enumerate(found):  # axis 0: horizontal lines, whose thickness runs down the columns
         across = _run_lengths(mask, axis)
         labels, _ = ndimage.label(candidates, structure=np.ones((3, 3)))
         for index, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -262,12 +262,14 @@ def border(image: np.ndarray) -> np.ndarray:
     return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
-def dark_is_ink(gray: np.ndarray) -> bool:
-    """Decides the polarity of a digit whose ink reaches the image's border: splits `gray` (H, W) in two
-    by Otsu's threshold and calls ink the class that covers less of the border (paper frames a digit;
-    even a marker digit filling its frame leaves most of the border to the paper)."""
+def split_ink(gray: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Finds the ink of a digit that reaches the image's border; returns it as bool (H, W), and whether
+    it is darker than the paper. `gray` (H, W) is split in two by Otsu's threshold, and the ink is the
+    class that covers less of the border (paper frames a digit; even a marker digit filling its
+    frame leaves most of the border to the paper)."""
     dark = gray < otsu_threshold(gray)
-    return float(border(dark).mean()) <= 0.5
+    is_dark = float(border(dark).mean()) <= 0.5
+    return (dark if is_dark else ~dark), is_dark
 
 
 def to_ink(gray: np.ndarray) -> np.ndarray:
@@ -276,18 +278,16 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
     The background surface is subtracted; the ink's sign is that of the residuals standing out
     beyond NOISE_SIGMAS noise sigmas (noise is two-sided, ink one-sided). When over BORDER_INK of
     the border stands out from that surface, ink reaches the border and the surface is not the
-    paper's: the polarity is then decided by `dark_is_ink` and the surface refitted to the paper
-    class alone. An image whose ink is weaker than MIN_CONTRAST gives all zeros.
+    paper's: the ink is then found by `split_ink` and the surface is refitted to the paper alone. An image whose ink is weaker than MIN_CONTRAST gives all zeros.
     """
     threshold = max(NOISE_SIGMAS * noise_sigma(gray), MIN_CONTRAST)
     residual = gray - estimate_background(gray)
     strong = np.abs(residual) > threshold
     if float(border(strong).mean()) > BORDER_INK:
-        dark = dark_is_ink(gray)
-        paper = gray >= otsu_threshold(gray) if dark else gray < otsu_threshold(gray)
-        residual = gray - estimate_background(gray, paper)
+        ink, is_dark = split_ink(gray)
+        residual = gray - estimate_background(gray, ~ink)
         strong = np.abs(residual) > threshold
-        sign = -1.0 if dark else 1.0
+        sign = -1.0 if is_dark else 1.0
     else:
         sign = 1.0 if residual[strong].sum() > 0 else -1.0
     if not strong.any():

@@ -276,10 +276,10 @@ def render_form_cell(digit, rng):
     rows, cols = np.flatnonzero(coverage.max(axis=1) > 0.5), np.flatnonzero(coverage.max(axis=0) > 0.5)
     tight = coverage[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     outside = rng.integers(2, 10, size=4)  # paper beyond each line, to the image's border
-    gaps = rng.integers(-1, 9, size=4)  # from the ink's edge to the line (-1: the ink crosses it)
+    gaps = rng.integers(-1, 9, size=4).clip(0)  # from the ink's edge to the line (0, a fifth of them: touching)
     widths = rng.integers(1, 4, size=4)
     sides = rng.choice(4, size=int(rng.integers(2, 5)), replace=False)
-    pads = gaps.clip(0) + widths + outside
+    pads = gaps + widths + outside
     page = np.pad(tight, ((pads[0], pads[1]), (pads[2], pads[3])))
     lines = np.zeros_like(page)
     height, width = page.shape
@@ -290,8 +290,7 @@ def render_form_cell(digit, rng):
     paper, ink = _paper_and_ink(rng)
     shade = rng.uniform(0.0, 0.5)  # printed lines: black to mid grey, independent of the pen
     page = on_paper(page, paper, ink)
-    page = np.where(lines > 0, np.minimum(page, paper + (shade - paper) * lines), page)
-    return encode(to_image(page))
+    return encode(to_image(np.where(lines > 0, np.minimum(page, shade), page)))
 
 
 CONDITIONS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {

@@ -1,4 +1,5 @@
-"""bin/eval-inputs: top-1 accuracy on MNIST test digits rendered as users' files, naive vs pipeline."""
+"""bin/eval-inputs: top-1 accuracy and calibration on MNIST test digits rendered as users' files, on font
+digits and on real 8x8 scans: a naive resize and a quick MNIST-style preprocessing beside bin/predict's."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="eval-inputs",
-        description="Render MNIST test digits (and digits in handwriting fonts) the way users' image files look, "
-                    "and print per condition the top-1 accuracy of the naive input (the whole image resized to "
-                    "28x28 greyscale) and of bin/predict's preprocessing, on the same images.",
+        description="Render MNIST test digits (and digits in handwriting fonts, and scikit-learn's 8x8 scans) the "
+                    "way users' image files look, and print per condition the top-1 accuracy of the naive input "
+                    "(the whole image resized to 28x28 greyscale), of a quick MNIST-style preprocessing and of "
+                    "bin/predict's preprocessing on the same images, with the calibration error of the last.",
         allow_abbrev=False,
     )
     parser.add_argument("--run", type=Path, default=Path("runs/latest"), help="run directory (default: runs/latest)")
