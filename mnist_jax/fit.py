@@ -81,7 +81,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
             segment_started = time.perf_counter()
             state, metrics = loop.run(state, step, count)
             metrics = parallel.to_host(metrics)
-            _check_finite(metrics["loss"], step, workdir)
+            _check_finite(metrics["loss"], step, manager, workdir)
             step += count
             # The process's first segment includes compiling: keep it out of images/s.
             _accumulate(progress, metrics, config.train.batch_size, time.perf_counter() - segment_started, compiled)
@@ -172,20 +172,21 @@ def _accumulate(progress: dict, metrics: dict, batch_size: int, seconds: float, 
     progress["seconds"] += seconds
 
 
-def _check_finite(losses: np.ndarray, first_step: int, workdir: Path) -> None:
+def _check_finite(losses: np.ndarray, first_step: int, manager, workdir: Path) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if len(bad):
-        _diverged(f"training loss became {losses[bad[0]]} at step {first_step + bad[0] + 1}", workdir)
+        _diverged(f"training loss became {losses[bad[0]]} at step {first_step + bad[0] + 1}", manager, workdir)
 
 
 def _save(manager, step: int, state, config: Config, metrics: dict | None, progress: dict, workdir: Path) -> None:
     """Saves a checkpoint, unless the parameters are no longer finite (then the run stops)."""
     if not all(parallel.to_host(jax.tree.leaves(jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), state.params)))):
-        _diverged(f"the parameters became non-finite by step {step}", workdir)
+        _diverged(f"the parameters became non-finite by step {step}", manager, workdir)
     checkpoint.save(manager, step, state, config, metrics, progress)
 
 
-def _diverged(what: str, workdir: Path):
+def _diverged(what: str, manager, workdir: Path):
+    manager.wait_until_finished()  # a save still in flight is a good checkpoint too: name the newest
     steps = checkpoint.saved_steps(workdir / checkpoint.CHECKPOINTS)
     kept = f"the last good checkpoint is step {steps[-1]}" if steps else "no checkpoint had been written"
     raise UserError(f"{what}; {kept}; lower train.learning_rate and train again with --fresh")

@@ -72,12 +72,11 @@ def naive_input(data: bytes) -> np.ndarray:
 def quick_input(data: bytes) -> np.ndarray:
     """A second baseline, the usual quick MNIST-style preprocessing: greyscale, inverted when its border
     is light, Otsu's threshold, cropped to the ink, longer side 20 px, centre of mass at (14, 14)."""
-    from mnist_jax.preprocess import center_by_mass, fit_to_box, otsu_threshold
+    from mnist_jax.preprocess import border, center_by_mass, fit_to_box, otsu_threshold
 
     with Image.open(io.BytesIO(data)) as image:
         gray = np.asarray(image.convert("L"), np.float32) / 255
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    ink = 1.0 - gray if border.mean() > 0.5 else gray
+    ink = 1.0 - gray if border(gray).mean() > 0.5 else gray
     mask = ink > otsu_threshold(ink)
     if not mask.any():
         return np.zeros((28, 28, 1), np.uint8)
