@@ -194,25 +194,18 @@ def restore_resolution(gray: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray
     is shrunk to the resolution it was drawn at and enlarged again with bicubic filtering, and an image
     under `min_side` px a side is enlarged (bicubic) to it; others come back unchanged."""
     height, width = gray.shape
-    image = Image.fromarray(gray.astype(np.float32))
     factor = upscale_factor(gray)
+    small = max(height, width) < min_side
+    if factor < 2 and not small:
+        return gray
+    image = Image.fromarray(gray.astype(np.float32))
     if factor >= 2:
         native = image.resize((max(1, round(width / factor)), max(1, round(height / factor))), Image.Resampling.BOX)
         image = native.resize((width, height), Image.Resampling.BICUBIC)
-    if max(height, width) < min_side:
+    if small:
         scale = min_side / max(height, width)
         image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC)
-    elif factor < 2:
-        return gray
     return np.clip(np.asarray(image), 0.0, 1.0)
-
-
-def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
-    """The pixels of `mask` (H, W) in horizontal runs of at least `length`, allowing a 1-px step up or down."""
-    tolerant = ndimage.binary_dilation(mask, structure=np.ones((3, 1), bool))
-    labels, _ = ndimage.label(tolerant, structure=np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]]))
-    long = np.concatenate([[False], np.bincount(labels.ravel())[1:] >= length])
-    return mask & ndimage.binary_dilation(long[labels], structure=np.ones((3, 1), bool))
 
 
 def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -221,6 +214,13 @@ def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
     structure[:, 1] = True
     labels, _ = ndimage.label(mask, structure=structure if axis == 0 else structure.T)
     return np.bincount(labels.ravel())[labels] * mask
+
+
+def _long_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """The pixels of `mask` (H, W) in horizontal runs of at least `length`, allowing a 1-px step up or down."""
+    step = np.ones((3, 1), bool)
+    long = _run_lengths(ndimage.binary_dilation(mask, structure=step), axis=1) >= length
+    return mask & ndimage.binary_dilation(long, structure=step)
 
 
 def ruled_lines(mask: np.ndarray, span: float = LINE_SPAN, thinness: float = LINE_THINNESS,
@@ -278,7 +278,8 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
     The background surface is subtracted; the ink's sign is that of the residuals standing out
     beyond NOISE_SIGMAS noise sigmas (noise is two-sided, ink one-sided). When over BORDER_INK of
     the border stands out from that surface, ink reaches the border and the surface is not the
-    paper's: the ink is then found by `split_ink` and the surface is refitted to the paper alone. An image whose ink is weaker than MIN_CONTRAST gives all zeros.
+    paper's: the ink is then found by `split_ink` and the surface is refitted to the paper alone.
+    An image whose ink is weaker than MIN_CONTRAST gives all zeros.
     """
     threshold = max(NOISE_SIGMAS * noise_sigma(gray), MIN_CONTRAST)
     residual = gray - estimate_background(gray)
