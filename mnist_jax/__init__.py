@@ -6,30 +6,43 @@ The pure building blocks, for research code:
     state = mnist_jax.create_train_state(config, jax.random.key(0))
     state, metrics = mnist_jax.train_step(state, {"image": x_uint8, "label": y}, jax.random.key(1))
     probs = mnist_jax.predict(state, mnist_jax.to_mnist(gray_image)[None])
+
+Importing the package loads no JAX: each name below is imported from its module on first use
+(PEP 562), so the command-line tools answer --help at once.
 """
 
-from mnist_jax.checkpoint import restore as load_run
-from mnist_jax.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig, get_preset
-from mnist_jax.errors import UserError
-from mnist_jax.models import CNN, create_model, init_params
-from mnist_jax.predict import predict, predict_probs
-from mnist_jax.preprocess import load_grayscale, preprocess_file, to_mnist
-from mnist_jax.temperature import fit_temperature, nll_by_temperature
-from mnist_jax.train import (
-    create_optimizer,
-    create_train_state,
-    cross_entropy_loss,
-    eval_step,
-    evaluate,
-    scale_images,
-    train_step,
-)
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AugmentConfig", "CNN", "Config", "DataConfig", "ModelConfig", "TrainConfig", "UserError",
-    "create_model", "create_optimizer", "create_train_state", "cross_entropy_loss", "eval_step", "evaluate",
-    "fit_temperature", "get_preset", "init_params", "load_grayscale", "load_run", "nll_by_temperature", "predict",
-    "predict_probs", "preprocess_file", "scale_images", "to_mnist", "train_step",
-]
+_EXPORTS = {
+    "mnist_jax.config": ("AugmentConfig", "Config", "DataConfig", "ModelConfig", "TrainConfig", "get_preset"),
+    "mnist_jax.errors": ("UserError",),
+    "mnist_jax.model.networks": ("CNN", "create_model", "init_params"),
+    "mnist_jax.model.temperature": ("fit_temperature", "nll_by_temperature"),
+    "mnist_jax.training.step": ("create_optimizer", "create_train_state", "cross_entropy_loss", "eval_step",
+                                "evaluate", "scale_images", "train_step"),
+    "mnist_jax.training.checkpoint": ("restore",),
+    "mnist_jax.inference.predict": ("predict", "predict_probs"),
+    "mnist_jax.inference.preprocess": ("load_grayscale", "preprocess_file", "to_mnist"),
+}
+_ALIASES = {"load_run": "restore"}  # exported name -> the module's own name
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULE_OF.update({alias: _MODULE_OF.pop(name) for alias, name in _ALIASES.items()})
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mnist_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _ALIASES.get(name, name))
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jax import dataset
+from mnist_jax.data import dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # The short run every CLI/checkpoint test shares: the default architecture, one epoch over the

@@ -13,8 +13,8 @@ from conftest import run_tool
 from PIL import Image
 
 from mnist_jax import config as config_lib
-from mnist_jax.augment import COARSE_SIDES, affine_grid, augment, coarsen, identity_grid, resample, thicken
 from mnist_jax.config import AugmentConfig
+from mnist_jax.data.augment import COARSE_SIDES, affine_grid, augment, coarsen, identity_grid, resample, thicken
 from mnist_jax.errors import UserError
 
 SIZE = 28

@@ -17,11 +17,12 @@ import pytest
 from conftest import ROOT, run_tool
 from PIL import Image
 
-from mnist_jax import checkpoint, dataset, fit
 from mnist_jax import config as config_lib
+from mnist_jax.data import dataset
 from mnist_jax.errors import UserError
-from mnist_jax.predict import predict
-from mnist_jax.train import create_train_state, evaluate
+from mnist_jax.inference.predict import predict
+from mnist_jax.training import checkpoint, trainer
+from mnist_jax.training.step import create_train_state, evaluate
 
 TINY = config_lib.get_preset("tiny")
 
@@ -54,8 +55,8 @@ def test_restore_in_a_new_process_gives_identical_predictions(trained_run, mnist
     np.save(tmp_path / "images.npy", images)
     run_python(f"""
         import numpy as np
-        from mnist_jax import checkpoint
-        from mnist_jax.predict import predict
+        from mnist_jax.training import checkpoint
+        from mnist_jax.inference.predict import predict
         state = checkpoint.restore({str(trained_run.path)!r}).state
         np.save({str(tmp_path / 'probs.npy')!r}, predict(state, np.load({str(tmp_path / 'images.npy')!r})))
     """)
@@ -100,13 +101,13 @@ def test_a_damaged_metrics_file_is_named_with_what_to_do(trained_run, tmp_path):
 def test_a_resnet_with_ema_restores_its_batchnorm_statistics_and_ema_in_a_new_process(mnist, tmp_path):
     config = TINY.replace(model={"name": "resnet", "stage_features": (8, 16), "blocks_per_stage": 1},
                           data={"train_size": 640}, train={"batch_size": 32, "ema": 0.9})
-    fit.train_and_evaluate(config, tmp_path / "run", dataset.split(mnist, config.data), log=lambda line: None)
+    trainer.train_and_evaluate(config, tmp_path / "run", dataset.split(mnist, config.data), log=lambda line: None)
     images = mnist.test_images[:200]
     np.save(tmp_path / "images.npy", images)
     run_python(f"""
         import numpy as np
-        from mnist_jax import checkpoint
-        from mnist_jax.predict import predict
+        from mnist_jax.training import checkpoint
+        from mnist_jax.inference.predict import predict
         state = checkpoint.restore({str(tmp_path / 'run')!r}).state
         np.save({str(tmp_path / 'probs.npy')!r}, predict(state, np.load({str(tmp_path / 'images.npy')!r})))
     """)

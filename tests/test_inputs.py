@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnist_jax.inputs import expand_inputs
+from mnist_jax.inference.files import expand_inputs
 
 
 def make_tree(root):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from mnist_jax import config as config_lib
-from mnist_jax import dataset, fit, parallel
-from mnist_jax.loops import DeviceLoop, HostLoop, make_loop, run_keys, segment_length
-from mnist_jax.train import create_train_state, evaluate, steps_per_epoch
+from mnist_jax.data import dataset
+from mnist_jax.training import parallel, trainer
+from mnist_jax.training.loops import DeviceLoop, HostLoop, make_loop, run_keys, segment_length
+from mnist_jax.training.step import create_train_state, evaluate, steps_per_epoch
 
 # 20 steps per epoch; device chunks of 7 steps, so segments end inside chunks and at epoch ends.
 SMALL = config_lib.get_preset("tiny").replace(data={"train_size": 640}, train={"batch_size": 32, "epochs": 2,
@@ -118,7 +119,7 @@ def test_nothing_compiles_after_the_first_epoch(tmp_path, splits, loop):
     # With augmentation on: its random transforms must not retrace the step either.
     config = SMALL.replace(train={"loop": loop, "checkpoint_every": 5},
                            augment={"rotation": 10.0, "translation": 2.0, "elastic_alpha": 8.0})
-    fit.train_and_evaluate(config, tmp_path / "run", splits, log=log)
+    trainer.train_and_evaluate(config, tmp_path / "run", splits, log=log)
     assert not counting, "the run did not log both epochs"
     assert compiles == []
 

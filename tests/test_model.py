@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_jax import config as config_lib
-from mnist_jax.models import create_model, init_params, init_variables
+from mnist_jax.model.networks import create_model, init_params, init_variables
 
 
 def count(params) -> int:
@@ -59,7 +59,7 @@ def test_strided_convs_downsample_without_pooling():
 
 
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_parameters_through_a_train_step(mnist):
-    from mnist_jax.train import create_train_state, train_step
+    from mnist_jax.training.step import create_train_state, train_step
 
     fp32 = config_lib.override(config_lib.get_preset("tiny"), {"train.learning_rate": "1e-3"})
     bf16 = config_lib.override(fp32, {"model.dtype": "bfloat16"})
@@ -94,7 +94,7 @@ def test_resnet_halves_the_resolution_per_stage_and_carries_batchnorm_statistics
 
 
 def test_cnn_with_batchnorm_normalises_every_conv_without_its_bias(mnist):
-    from mnist_jax.train import scale_images
+    from mnist_jax.training.step import scale_images
 
     config = config_lib.override(config_lib.get_preset("tiny"), {"model.norm": "batch"})
     model = create_model(config.model)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, committed_steps, read_jsonl, run_tool
 
-from mnist_jax import checkpoint
+from mnist_jax.training import checkpoint
 
 EIGHT_DEVICES = {"JAX_NUM_CPU_DEVICES": "8"}
 TWO_PROCESS_RUN = ["--data.train_size", "640", "--train.epochs", "1", "--train.checkpoint_every", "5"]
@@ -32,9 +32,11 @@ def run_python(code: str, env_extra: dict, timeout: float = 600) -> subprocess.C
 def test_the_sharded_step_on_8_devices_matches_the_single_device_step(data_dir):
     result = run_python(f"""
         import jax, numpy as np
-        from mnist_jax import config, dataset, parallel
-        from mnist_jax.loops import run_keys
-        from mnist_jax.train import create_train_state, train_step
+        from mnist_jax import config
+        from mnist_jax.data import dataset
+        from mnist_jax.training import parallel
+        from mnist_jax.training.loops import run_keys
+        from mnist_jax.training.step import create_train_state, train_step
 
         assert jax.device_count() == 8
         cfg = config.get_preset("default")  # with dropout: its masks must not depend on the sharding

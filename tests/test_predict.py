@@ -12,9 +12,9 @@ import pytest
 from conftest import run_tool
 from PIL import Image
 
-from mnist_jax import checkpoint
-from mnist_jax.predict import predict, predict_probs
-from mnist_jax.preprocess import preprocess_file
+from mnist_jax.inference.predict import predict, predict_probs
+from mnist_jax.inference.preprocess import preprocess_file
+from mnist_jax.training import checkpoint
 
 DIGITS = 12  # the first test digits, each written three ways
 

@@ -8,7 +8,7 @@ from PIL import Image
 from scipy import ndimage
 
 from mnist_jax.errors import UserError
-from mnist_jax.preprocess import (
+from mnist_jax.inference.preprocess import (
     STROKE_TARGET,
     center_by_mass,
     crop_to_mask,

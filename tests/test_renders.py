@@ -9,10 +9,10 @@ import pytest
 from conftest import run_tool
 from PIL import Image
 
-from mnist_jax import checkpoint
-from mnist_jax.predict import predict
-from mnist_jax.preprocess import load_grayscale, to_mnist
-from mnist_jax.renders import CONDITIONS, find_fonts, pen_coverage, render_font_digit
+from mnist_jax.evaluation.renders import CONDITIONS, find_fonts, pen_coverage, render_font_digit
+from mnist_jax.inference.predict import predict
+from mnist_jax.inference.preprocess import load_grayscale, to_mnist
+from mnist_jax.training import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_each_condition_is_a_reproducible_image_file_the_pipeline_reads(mnist, s
 
 
 def test_pen_width_is_what_was_asked(mnist):
-    from mnist_jax.preprocess import stroke_width
+    from mnist_jax.inference.preprocess import stroke_width
 
     digit = mnist.test_images[0, :, :, 0]
     for pen in (0.8, 5.0):
@@ -67,7 +67,7 @@ def test_eval_inputs_prints_the_per_condition_table_and_a_gallery(trained_run, d
 
 
 def test_scans_are_written_as_dark_ink_on_white_at_64_px():
-    from mnist_jax.renders import render_scan
+    from mnist_jax.evaluation.renders import render_scan
 
     pixels = np.zeros((8, 8))
     pixels[1:7, 3:5] = 16  # a 1, on the 0-16 scale of optdigits

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from mnist_jax.report import CSV_NUMBER_COLUMNS, Result, csv_row, json_row, table_header, table_row
+from mnist_jax.inference.report import CSV_NUMBER_COLUMNS, Result, csv_row, json_row, table_header, table_row
 
 NUMBER = Result(Path("year.jpg"), [[(2, 0.99), (7, 0.01)], [(0, 0.6), (6, 0.4)], [(2, 0.97), (1, 0.02)]])
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import committed_steps, read_jsonl, run_tool, start_tool, wait_for_checkpoint
 
-from mnist_jax import checkpoint
+from mnist_jax.training import checkpoint
 
 SMALL_RUN = ["--data.train_size", "1280", "--train.epochs", "3", "--train.checkpoint_every", "5"]
 TOTAL_STEPS = 3 * 1280 // 64

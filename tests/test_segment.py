@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mnist_jax.errors import UserError
-from mnist_jax.preprocess import crop_to_mnist, to_mnist
-from mnist_jax.segment import group_parts, split_digits
+from mnist_jax.inference.preprocess import crop_to_mnist, to_mnist
+from mnist_jax.inference.segment import group_parts, split_digits
 
 
 def correlation(a, b) -> float:

@@ -12,11 +12,12 @@ from conftest import read_jsonl, run_tool
 from PIL import Image
 from scipy.optimize import minimize_scalar
 
-from mnist_jax import checkpoint, dataset
-from mnist_jax.predict import predict, predict_probs
-from mnist_jax.preprocess import preprocess_file
-from mnist_jax.temperature import TEMPERATURES, fit_temperature, nll_by_temperature
-from mnist_jax.train import inference_variables, scale_images
+from mnist_jax.data import dataset
+from mnist_jax.inference.predict import predict, predict_probs
+from mnist_jax.inference.preprocess import preprocess_file
+from mnist_jax.model.temperature import TEMPERATURES, fit_temperature, nll_by_temperature
+from mnist_jax.training import checkpoint
+from mnist_jax.training.step import inference_variables, scale_images
 
 
 def exact_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -8,9 +8,9 @@ import optax
 import pytest
 
 from mnist_jax import config as config_lib
-from mnist_jax.loops import epoch_order, run_keys
-from mnist_jax.predict import predict_probs
-from mnist_jax.train import create_train_state, cross_entropy_loss, eval_step, evaluate, train_step
+from mnist_jax.inference.predict import predict_probs
+from mnist_jax.training.loops import epoch_order, run_keys
+from mnist_jax.training.step import create_train_state, cross_entropy_loss, eval_step, evaluate, train_step
 
 
 @pytest.fixture(scope="module")

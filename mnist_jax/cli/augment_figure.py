@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import numpy as np
 
-    from mnist_jax import dataset, plots
-    from mnist_jax.augment import augment
+    from mnist_jax.data import dataset
+    from mnist_jax.data.augment import augment
+    from mnist_jax.evaluation import plots
 
     images = dataset.load(prepare_data(args)).train_images[: args.digits].astype(np.float32) / 255.0
     key = jax.random.key(0)

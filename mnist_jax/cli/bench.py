@@ -57,9 +57,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[config_lib.Config, dict[st
 
 def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict[str, str], log=print) -> dict:
     """Runs every measurement; returns {"machine", "preset", "config", ..., "figures": [...]}."""
-    from mnist_jax import bench, dataset
+    from mnist_jax.data import dataset
+    from mnist_jax.evaluation import speed
 
-    measured_on = bench.machine()  # its load average is the one before the measurements
+    measured_on = speed.machine()  # its load average is the one before the measurements
     data_dir = prepare_data(args)
     data = dataset.split(dataset.load(data_dir), config.data)
     percent = f"{100 * args.target:g}%"
@@ -72,41 +73,41 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
         scratch = Path(scratch)
         cache = scratch / "xla-cache"  # empty for the first run, warm for the repeats
         log(f"bench: bin/train --preset {args.preset}, 1 run with an empty compilation cache + {args.repeats}")
-        cold = bench.run_train(args.preset, overrides, data_dir, scratch / "run-cold", cache)
-        runs = [bench.run_train(args.preset, overrides, data_dir, scratch / f"run-{i}", cache)
+        cold = speed.run_train(args.preset, overrides, data_dir, scratch / "run-cold", cache)
+        runs = [speed.run_train(args.preset, overrides, data_dir, scratch / f"run-{i}", cache)
                 for i in range(args.repeats)]
-        reached = [bench.time_to_target(run, args.target) for run in runs]
+        reached = [speed.time_to_target(run, args.target) for run in runs]
         add("process_seconds", f"whole bin/train --preset {args.preset}", "s",
-            bench.summarize([run.seconds for run in runs]))
-        add("process_seconds_cold_cache", "  the same, empty compilation cache", "s", bench.summarize([cold.seconds]))
+            speed.summarize([run.seconds for run in runs]))
+        add("process_seconds_cold_cache", "  the same, empty compilation cache", "s", speed.summarize([cold.seconds]))
         add("val_target_from_start_seconds", f"{percent} validation, from process start", "s",
-            bench.summarize([r["val_from_start"] for r in reached]))
+            speed.summarize([r["val_from_start"] for r in reached]))
         add("val_target_training_seconds", f"{percent} validation, training time", "s",
-            bench.summarize([r["val_training"] for r in reached]))
+            speed.summarize([r["val_training"] for r in reached]))
         add("test_target_from_start_seconds", f"{percent} test, from process start", "s",
-            bench.summarize([r["test_from_start"] for r in reached]))
+            speed.summarize([r["test_from_start"] for r in reached]))
         add("test_target_training_seconds", f"{percent} test, training time", "s",
-            bench.summarize([r["test_training"] for r in reached]))
+            speed.summarize([r["test_training"] for r in reached]))
         add("test_accuracy_percent", "test accuracy", "%",
-            bench.summarize([100 * run.summary["test_accuracy"] for run in runs]))
+            speed.summarize([100 * run.summary["test_accuracy"] for run in runs]))
         add("peak_rss_mib", "peak memory of bin/train (RSS)", "MiB",
-            bench.summarize([run.peak_rss_bytes / 2**20 for run in [cold, *runs]]))
+            speed.summarize([run.peak_rss_bytes / 2**20 for run in [cold, *runs]]))
         log("bench: bin/predict cold starts")
-        image = bench.digit_image(data.test, scratch / "digit.png")
+        image = speed.digit_image(data.test, scratch / "digit.png")
         add("predict_cold_start_seconds", "bin/predict, one image, cold start", "s",
-            bench.predict_latency(image, runs[0].workdir, cache, args.repeats))
+            speed.predict_latency(image, runs[0].workdir, cache, args.repeats))
 
     for batch_size in args.batch_sizes:
         log(f"bench: train_step at batch {batch_size}")
-        result = bench.train_throughput(config, data.train, batch_size, args.steps, args.repeats)
+        result = speed.train_throughput(config, data.train, batch_size, args.steps, args.repeats)
         add(f"train_images_per_second_batch_{batch_size}", f"train_step, batch {batch_size}", "img/s",
             result["images_per_second"])
         add(f"compile_seconds_batch_{batch_size}", f"  its compile, batch {batch_size}", "s",
-            bench.summarize([result["compile_seconds"]]))
+            speed.summarize([result["compile_seconds"]]))
     log("bench: evaluation")
     add("eval_images_per_second", f"evaluate, batch {config.train.eval_batch_size}", "img/s",
-        bench.eval_throughput(config, data.test, args.repeats))
-    measured_on["load_average_1min_end"] = bench.machine()["load_average_1min"]
+        speed.eval_throughput(config, data.test, args.repeats))
+    measured_on["load_average_1min_end"] = speed.machine()["load_average_1min"]
     return {"machine": measured_on, "preset": args.preset, "overrides": overrides, "target": args.target,
             "repeats": args.repeats, "config": config_lib.to_dict(config), "figures": figures}
 

@@ -75,7 +75,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def prepare_data(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
     """Prepares MNIST as the data flags say, reporting through `log`; returns the data directory."""
-    from mnist_jax import dataset
+    from mnist_jax.data import dataset
 
     source = "idx" if args.idx_dir is not None and args.data_source == "auto" else args.data_source
     data_dir = args.data_dir or dataset.default_data_dir()

@@ -22,7 +22,7 @@ FONT_TARGET = 0.97  # faces reading worse than this are named on stderr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnist_jax.renders import CONDITIONS
+    from mnist_jax.evaluation.renders import CONDITIONS
 
     parser = argparse.ArgumentParser(
         prog="eval-inputs",
@@ -72,7 +72,7 @@ def naive_input(data: bytes) -> np.ndarray:
 def quick_input(data: bytes) -> np.ndarray:
     """A second baseline, the usual quick MNIST-style preprocessing: greyscale, inverted when its border
     is light, Otsu's threshold, cropped to the ink, longer side 20 px, centre of mass at (14, 14)."""
-    from mnist_jax.preprocess import border, center_by_mass, fit_to_box, otsu_threshold
+    from mnist_jax.inference.preprocess import border, center_by_mass, fit_to_box, otsu_threshold
 
     with Image.open(io.BytesIO(data)) as image:
         gray = np.asarray(image.convert("L"), np.float32) / 255
@@ -87,7 +87,7 @@ def quick_input(data: bytes) -> np.ndarray:
 
 def pipeline_input(data: bytes) -> np.ndarray | None:
     """bin/predict's preprocessing of the file; None when it finds no digit."""
-    from mnist_jax.preprocess import load_grayscale, to_mnist
+    from mnist_jax.inference.preprocess import load_grayscale, to_mnist
 
     try:
         return to_mnist(load_grayscale(io.BytesIO(data)))
@@ -97,7 +97,7 @@ def pipeline_input(data: bytes) -> np.ndarray | None:
 
 def render_condition(name: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int):
     """Yields (file bytes, label, title) for `count` test digits, chosen and rendered with their own seeded rng."""
-    from mnist_jax.renders import CONDITIONS
+    from mnist_jax.evaluation.renders import CONDITIONS
 
     rng = np.random.default_rng([seed, list(CONDITIONS).index(name)])
     for index in rng.choice(len(digits), size=min(count, len(digits)), replace=False):
@@ -106,7 +106,7 @@ def render_condition(name: str, digits: np.ndarray, labels: np.ndarray, count: i
 
 def render_fonts(fonts: list[Path], per_digit: int, seed: int):
     """Yields (file bytes, label, font name) for each font, digit 0-9 and variant."""
-    from mnist_jax.renders import render_font_digit
+    from mnist_jax.evaluation.renders import render_font_digit
 
     rng = np.random.default_rng([seed, 1_000])
     for font in fonts:
@@ -129,7 +129,7 @@ def load_scans(count: int):
 
 def render_scans(images: np.ndarray, labels: np.ndarray):
     """Yields (file bytes, label, title) for each scan: dark on white, 64 px, alternately nearest and bilinear."""
-    from mnist_jax.renders import render_scan
+    from mnist_jax.evaluation.renders import render_scan
 
     for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         yield render_scan(pixels, nearest=index % 2 == 0), int(label), SCAN_CONDITION
@@ -146,7 +146,7 @@ class Scored:
 
     def row(self, name: str) -> str:
         """The table's line: images, each input's accuracy, and the pipeline's expected calibration error."""
-        from mnist_jax.evaluation import calibration
+        from mnist_jax.evaluation.metrics import calibration
 
         count = len(self.labels)
         accuracies = [100 * np.mean(predicted == self.labels) for predicted in (self.naive, self.quick, self.ours)]
@@ -157,7 +157,7 @@ class Scored:
 def score(state, files: list[tuple[bytes, int, str]], temperature: float = 1.0) -> Scored:
     """Predicts every file through both baselines and through the pipeline (probabilities divided by
     `temperature`, as bin/predict does)."""
-    from mnist_jax.predict import predict
+    from mnist_jax.inference.predict import predict
 
     def digits(inputs: list[np.ndarray]) -> np.ndarray:
         return predict(state, np.stack(inputs), temperature=temperature).argmax(axis=1)
@@ -191,7 +191,9 @@ def weak_faces(files: list[tuple[bytes, int, str]], scored: Scored, target: floa
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
-    from mnist_jax import checkpoint, dataset, renders
+    from mnist_jax.data import dataset
+    from mnist_jax.evaluation import renders
+    from mnist_jax.training import checkpoint
 
     conditions = args.conditions.split(",")
     unknown = set(conditions) - set(renders.CONDITIONS)
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluated in {time.perf_counter() - start:.0f} s "
           f"(model: {args.run}, checkpoint step {run.step}; seed {args.seed})", file=sys.stderr)
     if args.gallery:
-        from mnist_jax.gallery import save_gallery
+        from mnist_jax.evaluation.gallery import save_gallery
 
         save_gallery(examples, args.gallery)
         print(f"gallery written to {args.gallery}", file=sys.stderr)
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def gallery_example(file: tuple[bytes, int, str], scored: Scored, index: int):
     """The gallery's view of one scored file; transparent inputs are shown on grey."""
-    from mnist_jax.gallery import Example
+    from mnist_jax.evaluation.gallery import Example
 
     blob, label, title = file
     with Image.open(io.BytesIO(blob)) as image:

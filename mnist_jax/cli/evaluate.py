@@ -62,7 +62,7 @@ def make_out_dir(path: Path) -> Path:
 
 def labelled_split(args: argparse.Namespace, restored: list) -> tuple:
     """Returns (images, labels) of the chosen split; validation needs every run to hold out the same images."""
-    from mnist_jax import dataset
+    from mnist_jax.data import dataset
 
     sizes = {run.config.data.validation_size for run in restored}
     if args.split == "validation" and len(sizes) > 1:
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --tta: must be at least 1, got {args.tta}")
     runs = args.runs or [Path("runs/latest")]
     quiet_libraries()
-    from mnist_jax import checkpoint, evaluation, plots
+    from mnist_jax.evaluation import metrics, plots
+    from mnist_jax.training import checkpoint
 
     restored = [checkpoint.restore(run, args.checkpoint) for run in runs]
     out = make_out_dir(args.out or default_out(restored[0].directory.parent, args.split, len(runs), args.tta,
@@ -103,20 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = labelled_split(args, restored)
 
     temperatures = [1.0 if args.uncalibrated else run.temperature for run in restored]
-    probabilities = evaluation.ensemble_probabilities([run.state for run in restored], images, args.tta, temperatures)
+    probabilities = metrics.ensemble_probabilities([run.state for run in restored], images, args.tta, temperatures)
     summary = {
         "split": args.split, "tta": args.tta,
         "runs": [{"run": str(path), "step": run.step, "temperature": temperature}
                  for path, run, temperature in zip(runs, restored, temperatures, strict=True)],
-        **evaluation.summarize(probabilities, labels),
+        **metrics.summarize(probabilities, labels),
         "out": str(out),
     }
     name = restored[0].directory.parent.resolve().name if len(runs) == 1 else f"ensemble of {len(runs)} runs"
     title = f"{name}, {args.split} split" + (f", {args.tta} test-time views" if args.tta > 1 else "")
-    plots.plot_confusion(evaluation.confusion_matrix(labels, probabilities.argmax(axis=1)),
+    plots.plot_confusion(metrics.confusion_matrix(labels, probabilities.argmax(axis=1)),
                          out / FIGURES["confusion"], f"{title}: accuracy {100 * summary['accuracy']:.2f}%")
     plots.plot_misclassified(images, labels, probabilities, out / FIGURES["misclassified"])
-    plots.plot_calibration(evaluation.calibration(probabilities, labels), out / FIGURES["calibration"], title)
+    plots.plot_calibration(metrics.calibration(probabilities, labels), out / FIGURES["calibration"], title)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
         print(json.dumps(summary))

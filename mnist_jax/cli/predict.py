@@ -24,7 +24,7 @@ def probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnist_jax.preprocess import MAX_PIXELS
+    from mnist_jax.inference.preprocess import MAX_PIXELS
 
     parser = argparse.ArgumentParser(
         prog="predict",
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_file(path: Path, number: bool, max_pixels: int) -> list | UserError:
     """Returns the MNIST-style images (28, 28, 1) in one file (one, or one per digit), or the UserError."""
-    from mnist_jax.preprocess import crop_to_mnist, load_grayscale, to_mnist
-    from mnist_jax.segment import split_digits
+    from mnist_jax.inference.preprocess import crop_to_mnist, load_grayscale, to_mnist
+    from mnist_jax.inference.segment import split_digits
 
     try:
         gray = load_grayscale(path, max_pixels)
@@ -74,7 +74,7 @@ def preprocessed_name(path: Path, index: int | None) -> str:
 
 def format_result(result, args: argparse.Namespace, width: int) -> str:
     """The output line for one file's `report.Result`, in the format the flags chose."""
-    from mnist_jax import report
+    from mnist_jax.inference import report
 
     if args.json:
         return report.json_row(result, args.number, args.min_confidence)
@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from PIL import Image
 
-    from mnist_jax import checkpoint, report
-    from mnist_jax.inputs import expand_inputs
-    from mnist_jax.predict import predict, top_k
+    from mnist_jax.inference import report
+    from mnist_jax.inference.files import expand_inputs
+    from mnist_jax.inference.predict import predict, top_k
+    from mnist_jax.training import checkpoint
 
     files, failures = expand_inputs(args.images)
     for line in failures:

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     quiet_libraries()
-    from mnist_jax import dataset
+    from mnist_jax.data import dataset
 
     data_dir = prepare_data(args)
     dataset.load(data_dir)  # decodes once, caches, and checks the invariants again

@@ -119,7 +119,7 @@ def prepare_workdir(args: argparse.Namespace, workdir: Path) -> None:
 
 def discard_after(directory: Path, step: int) -> None:
     """Moves the checkpoint steps after `step` aside, so training resumes from `step`."""
-    from mnist_jax.checkpoint import saved_steps  # here: importing it loads JAX, which most runs need later
+    from mnist_jax.training.checkpoint import saved_steps  # here: importing it loads JAX, which most runs need later
 
     steps = saved_steps(directory)
     if step not in steps:
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare_workdir(args, workdir)
     quiet_libraries()
     use_compilation_cache()
-    from mnist_jax import dataset, fit, parallel
+    from mnist_jax.data import dataset
+    from mnist_jax.training import parallel, trainer
 
     parallel.initialize(parallel.Cluster.from_environment(
         coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
@@ -165,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run: {workdir}")
     with StopOnSignal() as stop:
         try:
-            summary = fit.train_and_evaluate(config, workdir, data, should_stop=stop.requested)
-        except fit.Stopped as stopped:
+            summary = trainer.train_and_evaluate(config, workdir, data, should_stop=stop.requested)
+        except trainer.Stopped as stopped:
             epoch, done = divmod(stopped.step, stopped.steps_in_epoch)
             if not lead:
                 return stop.exit_code

@@ -1,6 +1,6 @@
 """The teachers of a distilled run: the mean probabilities of trained runs on its training images.
 
-`train.distillation` d mixes them into the targets (see `train.cross_entropy_loss`): the student
+`train.distillation` d mixes them into the targets (see `step.cross_entropy_loss`): the student
 learns which wrong digits an ensemble finds plausible, not only the right one (Hinton et al. 2015).
 With `train.teacher_views` "clean" the teachers label the clean training images once and the run
 keeps their probabilities; with "augmented" they label every augmented batch inside the step and
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_jax import checkpoint
 from mnist_jax.config import Config
-from mnist_jax.dataset import Split
+from mnist_jax.data.dataset import Split
 from mnist_jax.errors import UserError
-from mnist_jax.evaluation import ensemble_probabilities
+from mnist_jax.evaluation.metrics import ensemble_probabilities
+from mnist_jax.training import checkpoint
 
 TEACHERS = "teachers.npy"  # in the run directory: the teachers' probabilities (N, 10) float32
 TEACHER_STEPS = "teachers.json"  # in the run directory: [{"run", "step"}] of teachers labelling augmented views

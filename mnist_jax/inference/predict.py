@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mnist_jax.train import TrainState, inference_logits, padded_batches, scale_images
+from mnist_jax.training.step import TrainState, inference_logits, padded_batches, scale_images
 
 BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
 

@@ -99,7 +99,7 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, probabilities: np
 def plot_calibration(bins: dict, path: Path, title: str) -> Path:
     """Writes a reliability diagram: accuracy vs confidence per bin, and how many predictions each holds.
 
-    bins: `evaluation.calibration`'s result (edges, count, accuracy, confidence, ece).
+    bins: `metrics.calibration`'s result (edges, count, accuracy, confidence, ece).
     """
     figure = _figure(figsize=(5.5, 6), dpi=100, layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))

@@ -17,11 +17,11 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from mnist_jax import parallel
-from mnist_jax.augment import augment as augment_images
 from mnist_jax.config import AugmentConfig, Config, TrainConfig
-from mnist_jax.models import create_model, init_variables
-from mnist_jax.temperature import fit_temperature, nll_by_temperature
+from mnist_jax.data.augment import augment as augment_images
+from mnist_jax.model.networks import create_model, init_variables
+from mnist_jax.model.temperature import fit_temperature, nll_by_temperature
+from mnist_jax.training import parallel
 
 
 def scale_images(images: jax.Array) -> jax.Array:

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from mnist_jax.augment import augment
 from mnist_jax.config import AugmentConfig
-from mnist_jax.predict import predict
-from mnist_jax.train import TrainState, scale_images
+from mnist_jax.data.augment import augment
+from mnist_jax.inference.predict import predict
+from mnist_jax.training.step import TrainState, scale_images
 
 CLASSES = 10
 CALIBRATION_BINS = 15

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mnist_jax.config import DataConfig
+from mnist_jax.data.sources import MnistArrays, load_source
 from mnist_jax.errors import UserError
-from mnist_jax.sources import MnistArrays, load_source
 
 VERSION = "3.0.1"
 TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
@@ -169,7 +169,7 @@ def _write_prepared(arrays: MnistArrays, data_dir: Path) -> None:
     target = prepared_dir(data_dir)
     import tensorflow_datasets as tfds
 
-    from mnist_jax.builder import MnistBuilder
+    from mnist_jax.data.builder import MnistBuilder
 
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".mnist-prepare-") as staging:
         tfds.disable_progress_bar()

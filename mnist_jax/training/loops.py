@@ -5,7 +5,7 @@ the same jitted step (jax-ml/jax#12868), so `HostLoop` feeds one batch per step 
 memory. On accelerators `DeviceLoop` keeps the training split on the device as uint8 and runs
 a chunk of steps in one compiled call, so the host never feeds batches.
 
-Both run `train.update` on the same batches with the same keys: a run's randomness is a
+Both run `step.update` on the same batches with the same keys: a run's randomness is a
 function of (seed, epoch, step) whichever form runs it, and training can stop and resume at
 any step.
 """
@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax import parallel
 from mnist_jax.config import AugmentConfig, Config
-from mnist_jax.dataset import Split
-from mnist_jax.train import TrainState, steps_per_epoch, train_step, update
+from mnist_jax.data.dataset import Split
+from mnist_jax.training import parallel
+from mnist_jax.training.step import TrainState, steps_per_epoch, train_step, update
 
 HOST_SEGMENT = 25  # host loop: steps between fetches of the metrics (each waits for the device)
 
@@ -125,7 +125,7 @@ def train_chunk(state: TrainState, examples: dict[str, jax.Array], order_key: ja
     """Runs the next segment of training (see `segment_length`) from state.step, all on the device.
 
     examples: the whole train split as batch fields of N rows (see `_examples`); teachers: as in
-    `train.update`. Returns the
+    `step.update`. Returns the
     state and per-step metrics (chunk_steps,); entries past the segment's end are zeros and
     the steps they stand for were not taken.
     """

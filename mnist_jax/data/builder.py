@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mnist_jax.dataset import VERSION
-from mnist_jax.sources import MnistArrays
+from mnist_jax.data.dataset import VERSION
+from mnist_jax.data.sources import MnistArrays
 
 
 class MnistBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from mnist_jax.errors import UserError
-from mnist_jax.preprocess import crop_to_mask, digit_ink
+from mnist_jax.inference.preprocess import crop_to_mask, digit_ink
 
 COLUMN_OVERLAP = 0.5  # parts overlapping horizontally by this much of the narrower one are one digit
 SHORT_PART = 0.5  # a part shorter than this fraction of the row's tallest joins any part it overlaps

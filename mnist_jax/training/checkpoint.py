@@ -25,7 +25,7 @@ from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, L
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.errors import UserError
-from mnist_jax.train import TrainState, create_train_state
+from mnist_jax.training.step import TrainState, create_train_state
 from mnist_jax.writable import check_writable
 
 CHECKPOINTS = "checkpoints"  # subdirectory of a run directory

@@ -1,6 +1,6 @@
 """The training loop: segments of steps, live progress, metrics, plots, checkpoints, resume.
 
-This is the impure shell around the pure functions in `train.py` and the loop forms in
+This is the impure shell around the pure functions in `step.py` and the loop forms in
 `loops.py`. Everything random derives from `config.train.seed` with `fold_in`, and every
 checkpoint holds what the loop needs to go on, so a run stopped at any step (even by SIGKILL)
 and resumed ends with the same parameters as a run that was never stopped.
@@ -18,15 +18,15 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mnist_jax import checkpoint, parallel
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
-from mnist_jax.dataset import Splits
-from mnist_jax.distill import teaching
+from mnist_jax.data.dataset import Splits
 from mnist_jax.errors import UserError
-from mnist_jax.loops import make_loop, run_keys, segment_length
-from mnist_jax.plots import plot_history
-from mnist_jax.train import create_train_state, evaluate, steps_per_epoch
+from mnist_jax.evaluation.plots import plot_history
+from mnist_jax.training import checkpoint, parallel
+from mnist_jax.training.loops import make_loop, run_keys, segment_length
+from mnist_jax.training.step import create_train_state, evaluate, steps_per_epoch
+from mnist_jax.training.teachers import teaching
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"

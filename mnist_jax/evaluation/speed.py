@@ -23,8 +23,8 @@ import numpy as np
 
 from mnist_jax.cli.common import COMPILATION_CACHE_VARIABLE
 from mnist_jax.config import Config
-from mnist_jax.dataset import Split
-from mnist_jax.train import create_train_state, evaluate, train_step
+from mnist_jax.data.dataset import Split
+from mnist_jax.training.step import create_train_state, evaluate, train_step
 
 
 def summarize(values: list[float | None]) -> dict:
