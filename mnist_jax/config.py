@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import ConfigError
 
 MNIST_TRAIN_IMAGES = 60000
 
@@ -154,11 +154,11 @@ _CHOICES = {
 
 
 def get_preset(name: str) -> Config:
-    """Returns the preset called `name`, or raises UserError listing the known ones."""
+    """Returns the preset called `name`, or raises ConfigError listing the known ones."""
     try:
         return PRESETS[name]
     except KeyError:
-        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
 def to_dict(config: Config) -> dict[str, dict[str, Any]]:
@@ -169,20 +169,37 @@ def to_dict(config: Config) -> dict[str, dict[str, Any]]:
 def from_dict(values: dict[str, Any], base: Config = Config()) -> Config:
     """Builds a validated Config from `values`, filling missing fields from `base`.
 
-    Raises UserError naming any unknown section or field, or a value of the wrong type.
+    Raises ConfigError naming any unknown section or field, or a value of the wrong type.
     """
     if not isinstance(values, dict):
-        raise UserError(f"a config must be a JSON object with sections {', '.join(_SECTIONS)}")
+        raise ConfigError(f"a config must be a JSON object with sections {', '.join(_SECTIONS)}")
     sections = {}
     for section, fields in values.items():
         if section not in _SECTIONS:
-            raise UserError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
+            raise ConfigError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
         if not isinstance(fields, dict):
-            raise UserError(f"config section {section!r} must be an object of fields")
+            raise ConfigError(f"config section {section!r} must be an object of fields")
         sections[section] = {name: _coerce(section, name, value) for name, value in fields.items()}
     config = base.replace(**sections)
     validate(config)
     return config
+
+
+RECIPE_KEYS = ("preset", "measured")  # a recipe file's keys besides the config sections
+
+
+def from_recipe(values: dict[str, Any], preset: str | None = None) -> Config:
+    """Builds the Config a recipe file describes: {"preset": NAME, "measured": {...}, SECTION: {...}, ...}.
+
+    The sections override the recipe's preset (or `preset` when given, else "default"); "measured"
+    records the result and machine of the recipe and does not change the config. Raises
+    ConfigError as `from_dict` does.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config file must be a JSON object with sections {', '.join(_SECTIONS)}")
+    sections = {name: fields for name, fields in values.items() if name not in RECIPE_KEYS}
+    base = get_preset(preset or values.get("preset") or "default")
+    return from_dict(sections, base=base)
 
 
 def override(config: Config, assignments: dict[str, str]) -> Config:
@@ -206,9 +223,9 @@ def differences(old: Config, new: Config) -> list[str]:
 
 
 def check_same_run(workdir, saved: Config, new: Config) -> None:
-    """Raises UserError naming the differing fields when `new` would continue `saved`'s run in `workdir`."""
+    """Raises ConfigError naming the differing fields when `new` would continue `saved`'s run in `workdir`."""
     if found := differences(saved, new):
-        raise UserError(f"{workdir} holds a run of another config ({'; '.join(found)}); "
+        raise ConfigError(f"{workdir} holds a run of another config ({'; '.join(found)}); "
                         "resume it without config flags, or pass --fresh to start over")
 
 
@@ -218,7 +235,7 @@ def field_names() -> list[str]:
 
 
 def validate(config: Config) -> None:
-    """Raises UserError naming the first field outside its allowed range."""
+    """Raises ConfigError naming the first field outside its allowed range."""
     d, m, t, a = config.data, config.model, config.train, config.augment
     checks = [
         ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES // 2,
@@ -269,16 +286,16 @@ def validate(config: Config) -> None:
         if not ok:
             section, _, field = name.partition(".")
             value = getattr(getattr(config, section), field)
-            raise UserError(f"invalid {name}={_show(value)}: must be {allowed}")
+            raise ConfigError(f"invalid {name}={_show(value)}: must be {allowed}")
 
 
 def _field_type(section: str, name: str) -> Any:
     if section not in _SECTIONS:
-        raise UserError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
+        raise ConfigError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
     hints = typing.get_type_hints(_SECTIONS[section])
     if name not in hints:
         known = ", ".join(f"{section}.{field}" for field in hints)
-        raise UserError(f"unknown config field {section}.{name}; known fields: {known}")
+        raise ConfigError(f"unknown config field {section}.{name}; known fields: {known}")
     return hints[name]
 
 
@@ -293,7 +310,7 @@ def _parse_text(section: str, name: str, text: str) -> Any:
 
 
 def _coerce(section: str, name: str, value: Any) -> Any:
-    """Converts `value` to the declared type of `section.name`, or raises UserError."""
+    """Converts `value` to the declared type of `section.name`, or raises ConfigError."""
     kind = _field_type(section, name)
     args = typing.get_args(kind)
     if value is None and type(None) in args:
@@ -309,7 +326,7 @@ def _coerce(section: str, name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         expected = {int: "an integer", float: "a number", str: "a string"}.get(
             kind, f"a list of {'paths' if args and args[0] is str else 'integers'}")
-        raise UserError(f"invalid {section}.{name}={_show(value)}: must be {expected}") from None
+        raise ConfigError(f"invalid {section}.{name}={_show(value)}: must be {expected}") from None
 
 
 def _scalar(kind: type, value: Any) -> Any:

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--preset", help=f"named config: {', '.join(config_lib.PRESETS)} (default: default)")
-    parser.add_argument("--config", type=Path, help="JSON file of config fields, applied over the preset")
+    parser.add_argument("--config", type=Path, help="recipe file (configs/*.json): config sections over its \"preset\"; flags apply over it")
     parser.add_argument("--workdir", type=Path,
                         help="run directory (default: RUNS_DIR/<preset>-<date>-<time>); "
                              "an existing run there is resumed from its latest checkpoint")
@@ -60,15 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = None) -> config_lib.Config:
-    """Returns preset (or `base` when no --preset is given), then --config file, then
-    --section.field flags, validated."""
-    config = base if base is not None and args.preset is None else config_lib.get_preset(args.preset or "default")
+    """Returns the --config recipe over its preset (--preset, else the recipe's, else default), or the
+    preset (or `base` when no --preset is given); then the --section.field flags, validated."""
     if args.config is not None:
         try:
             values = json.loads(args.config.read_text())
         except (OSError, ValueError) as error:
             raise UserError(f"cannot read config file {args.config}: {error}") from None
-        config = config_lib.from_dict(values, base=config)
+        config = config_lib.from_recipe(values, preset=args.preset)
+    elif base is not None and args.preset is None:
+        config = base
+    else:
+        config = config_lib.get_preset(args.preset or "default")
     overrides = {name: value for name, value in vars(args).items() if "." in name and value is not None}
     config = config_lib.override(config, overrides)
     # Absolute and resolved, so the config names the same teachers from any directory, even after
