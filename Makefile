@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test distilled data docs evaluation-figures augment-figure gallery clean
+.PHONY: setup train test test-fast distilled data docs evaluation-figures augment-figure gallery clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ train: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The pure-function tier: small synthetic data, no MNIST to prepare, no training run.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not mnist" $(PYTEST_ARGS)
 
 # The strongest single-model recipe measured (99.69% mean over 3 seeds, see the README): three
 # teachers, then `accurate` distilled from them as they label each augmented batch. Every stage is a

@@ -19,20 +19,21 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "mnist_jax.config": ("AugmentConfig", "Config", "DataConfig", "ModelConfig", "TrainConfig", "get_preset"),
-    "mnist_jax.errors": ("UserError",),
+    "mnist_jax.errors": ("MnistJaxError",),
     "mnist_jax.model.networks": ("CNN", "create_model", "init_params"),
     "mnist_jax.model.temperature": ("fit_temperature", "nll_by_temperature"),
     "mnist_jax.training.step": ("create_optimizer", "create_train_state", "cross_entropy_loss", "eval_step",
                                 "evaluate", "scale_images", "train_step"),
     "mnist_jax.training.checkpoint": ("restore",),
     "mnist_jax.inference.predict": ("predict", "predict_probs"),
-    "mnist_jax.inference.preprocess": ("load_grayscale", "preprocess_file", "to_mnist"),
+    "mnist_jax.inference.preprocess": ("load_grayscale", "to_mnist"),
+    "mnist_jax.inference.inputs": ("read_inputs",),
 }
 _ALIASES = {"load_run": "restore"}  # exported name -> the module's own name
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 _MODULE_OF.update({alias: _MODULE_OF.pop(name) for alias, name in _ALIASES.items()})
 
-__all__ = sorted(_MODULE_OF)
+__all__ = sorted(_MODULE_OF)  # noqa: PLE0605 - a list, built from _EXPORTS
 
 
 def __getattr__(name: str):

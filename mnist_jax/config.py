@@ -222,13 +222,6 @@ def differences(old: Config, new: Config) -> list[str]:
     ]
 
 
-def check_same_run(workdir, saved: Config, new: Config) -> None:
-    """Raises ConfigError naming the differing fields when `new` would continue `saved`'s run in `workdir`."""
-    if found := differences(saved, new):
-        raise ConfigError(f"{workdir} holds a run of another config ({'; '.join(found)}); "
-                        "resume it without config flags, or pass --fresh to start over")
-
-
 def field_names() -> list[str]:
     """Returns every overridable field as "section.field"."""
     return [f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]

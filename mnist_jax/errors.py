@@ -18,11 +18,27 @@ class ConfigError(MnistJaxError):
 
 
 class DataError(MnistJaxError):
-    """MNIST cannot be fetched, read or verified. `prepared`: the prepared copy is what failed."""
+    """MNIST cannot be fetched, read or verified. `data_dir`: the tfds data directory concerned."""
 
-    def __init__(self, message: str, prepared: bool = False):
+    def __init__(self, message: str, data_dir: Path | None = None):
         super().__init__(message)
-        self.prepared = prepared
+        self.data_dir = data_dir
+
+
+class NotPrepared(DataError):
+    """The data directory holds no prepared MNIST."""
+
+
+class DamagedData(DataError):
+    """The prepared MNIST is incomplete, unreadable or fails its checks."""
+
+
+class SourceError(DataError):
+    """A source of raw MNIST cannot be reached, or its files are not MNIST. `source`: its name."""
+
+    def __init__(self, message: str, source: str, data_dir: Path | None = None):
+        super().__init__(message, data_dir)
+        self.source = source
 
 
 class ImageError(MnistJaxError):
@@ -71,7 +87,11 @@ class RunError(MnistJaxError):
 
 
 class NoCheckpoint(RunError):
-    """No run, or no checkpoint of the requested step, is at `path`."""
+    """No checkpoint of the requested step is at `path`. `no_run`: `path` is not a run at all."""
+
+    def __init__(self, message: str, path: Path | None = None, no_run: bool = False):
+        super().__init__(message, path)
+        self.no_run = no_run
 
 
 class DamagedCheckpoint(RunError):
@@ -80,7 +100,8 @@ class DamagedCheckpoint(RunError):
     def __init__(self, directory: Path, step: int, reason: str):
         super().__init__(f"checkpoint step {step} in {directory} is damaged ({reason})", directory)
         self.step, self.reason = step, reason
-        self.newest_intact: int | None = None  # set by whoever looked for an older step that restores
+        self.searched = False  # whether an older step that restores was looked for ...
+        self.newest_intact: int | None = None  # ... and which one was found
 
 
 class CheckpointFormatError(RunError):
@@ -92,11 +113,12 @@ class CheckpointFormatError(RunError):
 
 
 class OtherConfig(RunError):
-    """A run directory holds a run of another config than the one given. `differences`: "field: a -> b"."""
+    """A run (or its checkpoint `step`) is of another config than the one given. `differences`: "field: a -> b"."""
 
-    def __init__(self, path: Path, differences: list[str]):
-        super().__init__(f"{path} holds a run of another config ({'; '.join(differences)})", path)
-        self.differences = differences
+    def __init__(self, path: Path, differences: list[str], step: int | None = None):
+        what = f"checkpoint step {step} in {path} was written by" if step is not None else f"{path} holds a run of"
+        super().__init__(f"{what} another config ({'; '.join(differences)})", path)
+        self.differences, self.step = differences, step
 
 
 class Diverged(RunError):
@@ -110,12 +132,29 @@ class Diverged(RunError):
 
 
 class NotWritable(MnistJaxError):
-    """A file or directory cannot be written. `path`: it; `reason`: the system's words."""
+    """A file or directory cannot be written. `path`: it; `reason`: the system's words; `kind`: "run"
+    (a run directory), "checkpoint", "data" (a tfds data directory) or "file"."""
 
-    def __init__(self, message: str, path: Path, reason: str):
+    def __init__(self, message: str, path: Path, reason: str, kind: str = "file"):
         super().__init__(message)
-        self.path, self.reason = path, reason
+        self.path, self.reason, self.kind = path, reason, kind
+
+
+class TeacherError(RunError):
+    """A distilled run's teachers, or what the run kept of them, cannot be used.
+
+    `remedy`: "delete" (delete `path`, the kept file, to compute it again), "fresh" (the run must start
+    over) or None (fix train.teachers).
+    """
+
+    def __init__(self, message: str, path: Path | None = None, remedy: str | None = None):
+        super().__init__(message, path)
+        self.remedy = remedy
 
 
 class ClusterError(MnistJaxError):
-    """Several processes cannot form or keep their cluster."""
+    """Several processes cannot form their cluster. `incomplete`: some of its settings are missing."""
+
+    def __init__(self, message: str, incomplete: bool = False):
+        super().__init__(message)
+        self.incomplete = incomplete

@@ -53,6 +53,14 @@ def wait_for_checkpoint(process: subprocess.Popen, workdir: Path, timeout: float
     while not committed_steps(workdir) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return committed_steps(workdir)
+def pytest_collection_modifyitems(config, items):
+    """Marks every test that needs real MNIST (prepared data, a trained run) as the full tier's: `make
+    test-fast` runs the others, on small synthetic data."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mnist)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """Keeps the tools' persistent XLA cache of this session out of the user's own cache dir."""

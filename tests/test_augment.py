@@ -15,7 +15,7 @@ from PIL import Image
 from mnist_jax import config as config_lib
 from mnist_jax.config import AugmentConfig
 from mnist_jax.data.augment import COARSE_SIDES, affine_grid, augment, coarsen, identity_grid, resample, thicken
-from mnist_jax.errors import UserError
+from mnist_jax.errors import ConfigError
 
 SIZE = 28
 CENTRE = (SIZE - 1) / 2  # 13.5: transforms turn about the middle of the image
@@ -175,7 +175,7 @@ def test_augment_config_round_trips_and_takes_command_line_overrides():
     ({"augment.stroke": "2"}, "invalid augment.stroke=2.0: must be a probability in [0, 1]"),
 ])
 def test_bad_augment_strengths_name_the_field_and_the_range(assignment, message):
-    with pytest.raises(UserError) as error:
+    with pytest.raises(ConfigError) as error:
         config_lib.override(config_lib.get_preset("default"), assignment)
     assert str(error.value) == message
 

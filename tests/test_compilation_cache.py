@@ -6,7 +6,7 @@ import pytest
 from conftest import run_tool
 from PIL import Image
 
-from mnist_jax.cli.common import COMPILATION_CACHE_VARIABLE
+from mnist_jax.compilation_cache import COMPILATION_CACHE_VARIABLE
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_tool
 
 from mnist_jax import config as config_lib
-from mnist_jax.errors import UserError
+from mnist_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", sorted(config_lib.PRESETS))
@@ -69,17 +69,17 @@ def test_command_line_strings_override_every_kind_of_field():
      "invalid train.teacher_views=both: must be one of clean, augmented"),
 ])
 def test_bad_overrides_name_the_field_and_what_is_allowed(assignment, message):
-    with pytest.raises(UserError) as error:
+    with pytest.raises(ConfigError) as error:
         config_lib.override(config_lib.get_preset("default"), assignment)
     assert str(error.value).startswith(message)
 
 
 def test_json_values_of_the_wrong_type_are_rejected():
-    with pytest.raises(UserError, match="invalid train.epochs=True: must be an integer"):
+    with pytest.raises(ConfigError, match="invalid train.epochs=True: must be an integer"):
         config_lib.from_dict({"train": {"epochs": True}})
-    with pytest.raises(UserError, match="invalid model.conv_features=32: must be a list of integers"):
+    with pytest.raises(ConfigError, match="invalid model.conv_features=32: must be a list of integers"):
         config_lib.from_dict({"model": {"conv_features": "32"}})
-    with pytest.raises(UserError, match="invalid train.teachers=runs/a: must be a list of paths"):
+    with pytest.raises(ConfigError, match="invalid train.teachers=runs/a: must be a list of paths"):
         config_lib.from_dict({"train": {"teachers": "runs/a", "distillation": 0.5}})
 
 

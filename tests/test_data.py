@@ -10,10 +10,11 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import run_tool
 
+from mnist_jax.cli.advice import advice
 from mnist_jax.config import DataConfig
 from mnist_jax.data import dataset
 from mnist_jax.data.sources import MnistArrays, load_source, read_idx_dir
-from mnist_jax.errors import UserError
+from mnist_jax.errors import DamagedData, DataError
 
 
 def write_idx(path, array):
@@ -94,8 +95,8 @@ def test_verification_names_the_broken_invariant(mnist):
     labels = mnist.train_labels.copy()
     labels[0] = 3
     broken = MnistArrays(mnist.train_images, labels, mnist.test_images, mnist.test_labels)
-    with pytest.raises(UserError, match="training label counts; rebuild"):
-        dataset.verify(broken, rebuild_hint="rebuild")
+    with pytest.raises(DataError, match="failed its check of training label counts"):
+        dataset.verify(broken)
 
 
 def test_a_damaged_prepared_directory_is_reported_with_the_rebuild_command(tmp_path, data_dir):
@@ -103,8 +104,9 @@ def test_a_damaged_prepared_directory_is_reported_with_the_rebuild_command(tmp_p
     shutil.copytree(dataset.prepared_dir(data_dir), dataset.prepared_dir(copy))
     record = next(dataset.prepared_dir(copy).glob("mnist-train.array_record-*"))
     record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
-    with pytest.raises(UserError, match="bin/prepare-data --data-dir"):
+    with pytest.raises(DamagedData, match=f"prepared MNIST in {dataset.prepared_dir(copy)}") as error:
         dataset.load(copy)
+    assert advice(error.value) == f"; rebuild it with: bin/prepare-data --data-dir {copy} --data-source registry"
 
 
 def test_split_holds_out_the_last_training_images_for_validation(mnist):

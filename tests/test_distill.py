@@ -12,16 +12,20 @@ import pytest
 from conftest import run_tool
 
 from mnist_jax import config as config_lib
+from mnist_jax.cli.advice import advice
 from mnist_jax.data import dataset
 from mnist_jax.data.augment import augment
-from mnist_jax.errors import UserError
+from mnist_jax.errors import TeacherError
 from mnist_jax.inference.predict import predict
+from mnist_jax.run_dir import RunDir
 from mnist_jax.training import trainer
 from mnist_jax.training.checkpoint import restore
-from mnist_jax.training.step import create_train_state, scale_images, train_step
+from mnist_jax.training.step import StepOptions, create_train_state, scale_images, train_step
+
+TEACHERS = RunDir(".").teacher_probabilities.name
+TEACHER_STEPS = RunDir(".").teacher_steps.name
+
 from mnist_jax.training.teachers import (
-    TEACHER_STEPS,
-    TEACHERS,
     keep_teacher_steps,
     keep_teachers,
     teacher_probabilities,
@@ -64,7 +68,7 @@ def test_teacher_probabilities_are_the_teachers_mean_raw_softmax(trained_run, se
 
 
 def test_a_run_cannot_teach_itself(trained_run, mnist):
-    with pytest.raises(UserError, match="is this run's own directory .*; a run cannot teach itself"):
+    with pytest.raises(TeacherError, match="is this run's own directory .*; a run cannot teach itself"):
         teacher_probabilities(distilled(trained_run.path), mnist.train_images[:10], mnist.train_labels[:10],
                               trained_run.path)
 
@@ -81,11 +85,12 @@ def test_kept_probabilities_are_reused_without_the_teachers_and_never_overwritte
     np.testing.assert_array_equal(teacher_targets(gone, tmp_path, split, lines.append), kept)
     assert lines == [f"teachers: their probabilities on the 50 training images read from {tmp_path / TEACHERS}"]
     fewer = dataset.Split(split.images[:40], split.labels[:40])
-    with pytest.raises(UserError, match=r"holds probabilities of shape \(50, 10\), not \(40, 10\)"):
+    with pytest.raises(TeacherError, match=r"holds probabilities of shape \(50, 10\), not \(40, 10\)"):
         teacher_targets(gone, tmp_path, fewer)
     (tmp_path / TEACHERS).write_bytes(b"not an array")
-    with pytest.raises(UserError, match="cannot read .*; delete it to compute the teachers' probabilities again"):
+    with pytest.raises(TeacherError, match="cannot read the teachers' kept probabilities") as error:
         teacher_targets(gone, tmp_path, split)
+    assert advice(error.value) == f"; delete {tmp_path / TEACHERS} to compute it again"
 
 
 def test_with_full_distillation_a_step_fits_the_teachers_probabilities_and_ignores_the_labels(trained_run, mnist):
@@ -103,7 +108,7 @@ def test_with_full_distillation_a_step_fits_the_teachers_probabilities_and_ignor
     for shown in (labels, wrong):  # at distillation 1 the labels carry no weight
         state = jax.tree.map(jnp.copy, initial)  # a copy, since the step donates its state
         state, metrics = train_step(state, {"image": images, "label": shown, "teacher": teacher},
-                                    jax.random.key(1), distillation=1.0)
+                                    jax.random.key(1), StepOptions(distillation=1.0))
         losses.append(float(metrics["loss"]))
     np.testing.assert_allclose(losses, [expected, expected], rtol=1e-5)
     state, plain = train_step(initial, {"image": images, "label": wrong}, jax.random.key(1))
@@ -112,7 +117,7 @@ def test_with_full_distillation_a_step_fits_the_teachers_probabilities_and_ignor
 
 def test_teachers_online_label_the_augmented_images_the_student_sees(trained_run, second_teacher, mnist):
     config = config_lib.override(TINY, {"augment.rotation": "15", "augment.translation": "2"})
-    options = {"augment": config.augment, "label_smoothing": 0.1, "distillation": 0.9}
+    options = StepOptions(config.augment, label_smoothing=0.1, distillation=0.9)
     images, labels = mnist.train_images[:64], mnist.train_labels[:64].astype(np.int32)
     teachers = tuple(restore(path).state.replace(opt_state=None) for path in (trained_run.path, second_teacher))
     initial, rng = create_train_state(config, jax.random.key(0)), jax.random.key(1)
@@ -123,7 +128,7 @@ def test_teachers_online_label_the_augmented_images_the_student_sees(trained_run
     on_clean = sum(predict(t, images) for t in teachers) / 2
 
     def step(batch, **kwargs):
-        return train_step(jax.tree.map(jnp.copy, initial), batch, rng, **options, **kwargs)  # the step donates
+        return train_step(jax.tree.map(jnp.copy, initial), batch, rng, options, **kwargs)  # the step donates
 
     online_state, online = step({"image": images, "label": labels}, teachers=teachers)
     given_state, given = step({"image": images, "label": labels, "teacher": on_seen})
@@ -133,10 +138,10 @@ def test_teachers_online_label_the_augmented_images_the_student_sees(trained_run
                                        strict=True):
         np.testing.assert_allclose(online_leaf, given_leaf, rtol=1e-4, atol=1e-6)
     assert abs(float(online["loss"]) - float(clean["loss"])) > 1e-3  # not the clean images' labels
-    state, _ = train_step(online_state, {"image": mnist.train_images[64:128], "label": labels}, rng, **options,
+    state, _ = train_step(online_state, {"image": mnist.train_images[64:128], "label": labels}, rng, options,
                           teachers=teachers)
     compiled = train_step._cache_size()
-    train_step(state, {"image": mnist.train_images[128:192], "label": labels}, rng, **options, teachers=teachers)
+    train_step(state, {"image": mnist.train_images[128:192], "label": labels}, rng, options, teachers=teachers)
     assert train_step._cache_size() == compiled  # the teachers are arguments: no retrace after the first step
 
 
@@ -153,14 +158,15 @@ def test_a_resumed_run_keeps_the_teacher_checkpoints_it_started_with(trained_run
     assert [run.step for run in teacher_states(config, tmp_path, lines.append)] == [best]
     assert lines[-1].endswith(f"(checkpoint steps {best}, kept in {kept})")
     kept.write_text(json.dumps([{"run": str(trained_run.path), "step": best + 1000}]))
-    with pytest.raises(UserError, match=f"teacher .* no longer has checkpoint step {best + 1000}, which this run "
-                                        "started with .*; train the run again with --fresh"):
+    with pytest.raises(TeacherError, match=f"teacher .* no longer has checkpoint step {best + 1000}, which this "
+                                           "run started with") as error:
         teacher_states(config, tmp_path)
+    assert advice(error.value) == "; train the run again with --fresh"
     kept.write_text(json.dumps([{"run": "elsewhere", "step": best}]))
-    with pytest.raises(UserError, match="names the teachers elsewhere, not train.teachers"):
+    with pytest.raises(TeacherError, match="names the teachers elsewhere, not train.teachers"):
         teacher_states(config, tmp_path)
     kept.write_text("{")
-    with pytest.raises(UserError, match="cannot read .*; delete it to use each teacher's best checkpoint"):
+    with pytest.raises(TeacherError, match="cannot read the teachers' kept steps"):
         teacher_states(config, tmp_path)
 
 

@@ -49,7 +49,7 @@ def teacher_arguments(config, splits, seed: int) -> dict:
         return {}
     if config.train.teacher_views == "augmented":
         return {"teachers": (create_train_state(config, jax.random.key(seed)).replace(opt_state=None),)}
-    return {"teacher": np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(seed),
+    return {"teacher_targets": np.asarray(jax.nn.softmax(jax.random.normal(jax.random.key(seed),
                                                                    (len(splits.train.labels), 10))))}
 
 
@@ -67,7 +67,7 @@ def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, aug
                                                config, create_train_state(config, keys["init"]), steps)
     assert int(host_state.step) == int(device_state.step) == steps
     if teachers:  # the teachers count, row by row: shifted rows or another teacher change the steps
-        other = ({"teacher": np.roll(teachers["teacher"], 1, axis=0)} if "teacher" in teachers
+        other = ({"teacher_targets": np.roll(teachers["teacher_targets"], 1, axis=0)} if "teacher_targets" in teachers
                  else teacher_arguments(config, splits, seed=3))
         _, other_losses = run_segments(HostLoop(config, splits.train, keys, parallel.data_mesh(), **other),
                                        config, create_train_state(config, keys["init"]), steps)

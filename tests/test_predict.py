@@ -12,8 +12,8 @@ import pytest
 from conftest import run_tool
 from PIL import Image
 
+from mnist_jax.inference.inputs import read_inputs
 from mnist_jax.inference.predict import predict, predict_probs
-from mnist_jax.inference.preprocess import preprocess_file
 from mnist_jax.training import checkpoint
 
 DIGITS = 12  # the first test digits, each written three ways
@@ -57,7 +57,7 @@ def bad_files(tmp_path_factory, image_files):
     huge = directory / "huge.png"
     Image.new("L", (400, 300), 255).save(huge)  # over the --max-pixels given below
     return {text: "not an image", empty: "empty file", truncated: "damaged or truncated", blank: "no ink found",
-            huge: "larger than the 100,000-pixel limit", directory / "missing.png": "no such file"}
+            huge: "larger than the 100,000-pixel limit; crop or shrink it (or raise --max-pixels)", directory / "missing.png": "no such file"}
 
 
 def test_predict_reads_users_files_and_reports_each_bad_one(trained_run, image_files, bad_files):
@@ -109,7 +109,7 @@ def test_show_preprocessed_writes_exactly_what_the_model_saw(trained_run, image_
     assert result.returncode == 0, result.stderr
     for path in scans:
         written = tmp_path / "seen" / ("_".join(path.parts[1:]) + ".png")
-        np.testing.assert_array_equal(np.asarray(Image.open(written))[:, :, None], preprocess_file(path))
+        np.testing.assert_array_equal(np.asarray(Image.open(written))[:, :, None], read_inputs(path)[0])
 
 
 def test_number_reads_a_row_of_digits_with_a_probability_each(trained_run, mnist, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import ImageTooLarge, NoInk, NotAnImage
 from mnist_jax.inference.preprocess import (
     STROKE_TARGET,
     center_by_mass,
@@ -153,7 +153,7 @@ def test_crop_and_fit_keep_the_aspect_ratio():
 @pytest.mark.parametrize("shade", [0.8, 0.2])
 def test_a_blank_image_has_no_ink(shade):
     noisy = shade + np.random.default_rng(3).normal(0, 0.03, (60, 80)).astype(np.float32)
-    with pytest.raises(UserError, match="no ink found"):
+    with pytest.raises(NoInk, match="no ink found"):
         to_mnist(noisy)
 
 
@@ -163,7 +163,7 @@ def test_slivers_of_images_give_a_digit_or_no_ink_never_a_crash(shape):
     sliver[0, 0] = 0.1
     try:
         assert to_mnist(sliver).shape == (28, 28, 1)
-    except UserError as error:
+    except NoInk as error:
         assert "no ink found" in str(error)
 
 
@@ -212,11 +212,11 @@ def test_big_images_are_read_at_the_working_size_and_still_found(tmp_path, digit
 ])
 def test_files_that_are_not_images_are_named_with_the_reason(tmp_path, content, reason):
     (tmp_path / "x.png").write_bytes(content)
-    with pytest.raises(UserError, match=f"^{tmp_path / 'x.png'}: {reason}"):
+    with pytest.raises(NotAnImage, match=f"^{tmp_path / 'x.png'}: {reason}"):
         load_grayscale(tmp_path / "x.png")
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     Image.new("L", (300, 200), 255).save(tmp_path / "big.png")
-    with pytest.raises(UserError, match="300x200 pixels is larger than the 50,000-pixel limit"):
+    with pytest.raises(ImageTooLarge, match="300x200 pixels is larger than the 50,000-pixel limit"):
         load_grayscale(tmp_path / "big.png", max_pixels=50_000)

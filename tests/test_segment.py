@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import NoInk
 from mnist_jax.inference.preprocess import crop_to_mnist, to_mnist
 from mnist_jax.inference.segment import group_parts, split_digits
 
@@ -49,5 +49,5 @@ def test_a_digit_broken_across_its_middle_stays_one_digit(mnist):
 
 
 def test_a_blank_page_has_no_digits():
-    with pytest.raises(UserError, match="no ink found"):
+    with pytest.raises(NoInk, match="no ink found"):
         split_digits(np.full((50, 200), 0.9, np.float32))

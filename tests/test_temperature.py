@@ -13,8 +13,8 @@ from PIL import Image
 from scipy.optimize import minimize_scalar
 
 from mnist_jax.data import dataset
+from mnist_jax.inference.inputs import read_inputs
 from mnist_jax.inference.predict import predict, predict_probs
-from mnist_jax.inference.preprocess import preprocess_file
 from mnist_jax.model.temperature import TEMPERATURES, fit_temperature, nll_by_temperature
 from mnist_jax.training import checkpoint
 from mnist_jax.training.step import inference_variables, scale_images
@@ -84,7 +84,7 @@ def test_predict_reports_the_calibrated_probability(trained_run, mnist, tmp_path
     result = run_tool("predict", *map(str, paths), "--run", str(trained_run.path), "--json")
     assert result.returncode == 0, result.stderr
     reported = [json.loads(line)["probability"] for line in result.stdout.splitlines()]
-    seen = np.stack([preprocess_file(path) for path in paths])  # what the tool feeds the model
+    seen = np.stack([read_inputs(path)[0] for path in paths])  # what the tool feeds the model
     calibrated = predict(restored.state, seen, temperature=restored.temperature).max(axis=1)
     np.testing.assert_allclose(reported, calibrated, atol=2e-6)  # JSON rounds to 6 decimals
     assert not np.allclose(reported, predict(restored.state, seen).max(axis=1), atol=1e-3)

@@ -9,8 +9,16 @@ import tempfile
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
-from mnist_jax.errors import UserError
+from mnist_jax.cli.common import (
+    CommandError,
+    add_config_arguments,
+    add_data_arguments,
+    config_overrides,
+    main_guard,
+    prepare_data,
+    quiet_libraries,
+    resolve_config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "bin/predict cold start for one image, peak memory. Prints a table and JSON.",
         allow_abbrev=False,
     )
-    parser.add_argument("--preset", default="fast", help=f"named config: {', '.join(config_lib.PRESETS)}")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="config override for the runs and the throughput model, e.g. --set train.epochs=1")
     parser.add_argument("--repeats", type=_positive, default=3, help="runs per figure (default 3)")
     parser.add_argument("--batch-sizes", type=_sizes, default=(64, 128, 256), metavar="N,N,...",
                         help="train_step throughput batch sizes (default 64,128,256)")
@@ -31,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", type=float, default=0.99, help="accuracy to time (default 0.99)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     add_data_arguments(parser)
+    add_config_arguments(parser)
+    parser.set_defaults(preset=None)
     return parser
 
 
@@ -44,15 +51,18 @@ def _sizes(text: str) -> tuple[int, ...]:
     return tuple(_positive(part.strip()) for part in text.split(",") if part.strip())
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[config_lib.Config, dict[str, str]]:
-    """Returns the validated config and its overrides as bin/train flags {"section.field": "value"}."""
-    overrides = {}
-    for assignment in args.set:
-        name, sep, value = assignment.partition("=")
-        if not sep:
-            raise UserError(f"--set takes SECTION.FIELD=VALUE, not {assignment!r}")
-        overrides[name.strip()] = value.strip()
-    return config_lib.override(config_lib.get_preset(args.preset), overrides), overrides
+def bench_config(args: argparse.Namespace) -> tuple[config_lib.Config, dict[str, str]]:
+    """Returns the validated config to measure (the fast preset unless --preset or --config says otherwise)
+    and the bin/train flags that give it: --preset, --config and the --section.field flags."""
+    if args.preset is None and args.config is None:
+        args.preset = "fast"
+    flags = {name: str(value) for name, value in (("preset", args.preset), ("config", args.config)) if value is not None}
+    return resolve_config(args), {**flags, **config_overrides(args)}
+
+
+def train_flags(flags: dict[str, str]) -> str:
+    """The bin/train command line of `flags`, as a user would type it."""
+    return " ".join(f"--{name} {value}" for name, value in flags.items())
 
 
 def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict[str, str], log=print) -> dict:
@@ -72,12 +82,12 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
         scratch = Path(scratch)
         cache = scratch / "xla-cache"  # empty for the first run, warm for the repeats
-        log(f"bench: bin/train --preset {args.preset}, 1 run with an empty compilation cache + {args.repeats}")
-        cold = speed.run_train(args.preset, overrides, data_dir, scratch / "run-cold", cache)
-        runs = [speed.run_train(args.preset, overrides, data_dir, scratch / f"run-{i}", cache)
+        log(f"bench: bin/train {train_flags(overrides)}, 1 run with an empty compilation cache + {args.repeats}")
+        cold = speed.run_train(overrides, data_dir, scratch / "run-cold", cache)
+        runs = [speed.run_train(overrides, data_dir, scratch / f"run-{i}", cache)
                 for i in range(args.repeats)]
         reached = [speed.time_to_target(run, args.target) for run in runs]
-        add("process_seconds", f"whole bin/train --preset {args.preset}", "s",
+        add("process_seconds", f"whole bin/train {train_flags(overrides)}", "s",
             speed.summarize([run.seconds for run in runs]))
         add("process_seconds_cold_cache", "  the same, empty compilation cache", "s", speed.summarize([cold.seconds]))
         add("val_target_from_start_seconds", f"{percent} validation, from process start", "s",
@@ -134,7 +144,7 @@ def _show(value: float | None) -> str:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config, overrides = resolve_config(args)
+    config, overrides = bench_config(args)
     quiet_libraries()
     results = measure(args, config, overrides, log=lambda line: print(line, file=sys.stderr))
     print(format_table(results))
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args.json.write_text(text + "\n")
         except OSError as error:
-            raise UserError(f"cannot write {args.json} ({error.strerror}); pass another --json PATH") from None
+            raise CommandError(f"cannot write {args.json} ({error.strerror}); pass another --json PATH") from None
     return 0
 
 

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mnist_jax.errors import UserError
-from mnist_jax.writable import make_writable
+from mnist_jax import config as config_lib
+from mnist_jax.cli.advice import advice
+from mnist_jax.errors import MnistJaxError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-COMPILATION_CACHE_VARIABLE = "MNIST_JAX_COMPILATION_CACHE"
+
+
+class CommandError(MnistJaxError):
+    """A problem with what was typed, worded for the command line."""
 
 
 def quiet_libraries() -> None:
@@ -27,37 +32,49 @@ def quiet_libraries() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def compilation_cache_dir() -> Path | None:
-    """Returns where compiled XLA programs persist between runs, or None when that is turned off.
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --preset, --config and one --section.field flag per config field."""
+    parser.add_argument("--preset", help=f"named config: {', '.join(config_lib.PRESETS)} (default: default)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help='recipe file (configs/*.json): config sections over its "preset"; flags apply over it')
+    defaults = config_lib.to_dict(config_lib.PRESETS["default"])
+    group = parser.add_argument_group("config fields (default preset's values shown)")
+    for name in config_lib.field_names():
+        section, _, field = name.partition(".")
+        value = defaults[section][field]
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        group.add_argument(f"--{name}", dest=name, metavar="VALUE", help=f"default {shown}")
 
-    $MNIST_JAX_COMPILATION_CACHE names the directory, or "off" turns the cache off; the default
-    is $XDG_CACHE_HOME/mnist_jax/xla (~/.cache/mnist_jax/xla).
-    """
-    setting = os.environ.get(COMPILATION_CACHE_VARIABLE, "").strip()
-    if setting.lower() in ("off", "0", "false", "no"):
-        return None
-    if setting:
-        return Path(setting).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist_jax" / "xla"
+
+def config_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """Returns the --section.field flags given, as {"section.field": "value"}."""
+    return {name: value for name, value in vars(args).items() if "." in name and value is not None}
 
 
-def use_compilation_cache() -> None:
-    """Turns on JAX's persistent compilation cache (see `compilation_cache_dir`) before anything compiles.
+def config_given(args: argparse.Namespace) -> bool:
+    """Whether any of --preset, --config or a --section.field flag was given."""
+    return args.preset is not None or args.config is not None or bool(config_overrides(args))
 
-    A run after the first loads its train and eval steps from disk instead of compiling them. The
-    cache only saves time, so a directory that cannot be created or written leaves it off.
-    """
-    directory = compilation_cache_dir()
-    if directory is None:
-        return
-    try:
-        make_writable(directory)
-    except OSError:
-        return
-    import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the default 1 s skips our sub-second steps
+def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = None) -> config_lib.Config:
+    """Returns the --config recipe over its preset (--preset, else the recipe's, else default), or the
+    preset (or `base` when no --preset is given); then the --section.field flags, validated."""
+    if args.config is not None:
+        try:
+            values = json.loads(args.config.read_text())
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot read config file {args.config}: {error}") from None
+        config = config_lib.from_recipe(values, preset=args.preset)
+    elif base is not None and args.preset is None:
+        config = base
+    else:
+        config = config_lib.get_preset(args.preset or "default")
+    overrides = config_overrides(args)
+    config = config_lib.override(config, overrides)
+    # Absolute and resolved, so the config names the same teachers from any directory, even after
+    # RUNS_DIR/latest moves on to this run.
+    teachers = tuple(str(Path(path).resolve()) for path in config.train.teachers)
+    return config.replace(train={"teachers": teachers}) if teachers else config
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,24 +95,23 @@ def prepare_data(args: argparse.Namespace, log: Callable[[str], None] = print) -
     from mnist_jax.data import dataset
 
     source = "idx" if args.idx_dir is not None and args.data_source == "auto" else args.data_source
+    if source == "idx" and args.idx_dir is None:
+        raise CommandError("--data-source idx reads the four MNIST IDX files: pass --idx-dir DIR")
     data_dir = args.data_dir or dataset.default_data_dir()
     dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir, log=log)
     return data_dir
 
 
 def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wraps a CLI main: UserError -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
+    """Wraps a CLI main: a library error -> one line on stderr (what happened, then what to type; see
+    `advice`) and exit 2; Ctrl-C -> exit 130."""
 
     @functools.wraps(main)
     def guarded(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            # Reads abandoned by a failed restore finish later, in C++ threads or when collected at
-            # exit, and print their own tracebacks of the error just reported: the line above is all.
-            sys.unraisablehook = lambda unraisable: None
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        except MnistJaxError as error:
+            print(f"error: {error}{advice(error)}", file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
-from mnist_jax.errors import UserError
+from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
 
 FONT_CONDITION = "handwriting-fonts"
 SCAN_CONDITION = "sklearn-digits"  # UCI optdigits: 8x8 scans by 43 writers, shipped with scikit-learn
@@ -22,8 +21,6 @@ FONT_TARGET = 0.97  # faces reading worse than this are named on stderr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnist_jax.evaluation.renders import CONDITIONS
-
     parser = argparse.ArgumentParser(
         prog="eval-inputs",
         description="Render MNIST test digits (and digits in handwriting fonts, and scikit-learn's 8x8 scans) the "
@@ -40,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="renders of each digit 0-9 per installed handwriting font (default 2; 0: none)")
     parser.add_argument("--scans", type=int, default=-1, metavar="N",
                         help="scikit-learn's 8x8 digit scans to read (needs scikit-learn; default -1: all 1,797; 0: none)")
-    parser.add_argument("--conditions", default=",".join(CONDITIONS),
-                        help=f"comma-separated subset of: {', '.join(CONDITIONS)}")
+    parser.add_argument("--conditions", metavar="NAME,...",
+                        help="comma-separated subset of the render conditions (default: all; an unknown name lists them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--gallery", type=Path, metavar="PNG",
                         help="also write a gallery: one input per condition, what the model saw, its prediction")
@@ -60,7 +57,7 @@ def write_files(directory: Path, name: str, files: list[tuple[bytes, int, str]])
             suffix = "jpg" if blob.startswith(b"\xff\xd8") else "png"
             (directory / name / f"{index:04d}-label{label}.{suffix}").write_bytes(blob)
     except OSError as error:
-        raise UserError(f"cannot write the renders into {directory} ({error.strerror})") from None
+        raise CommandError(f"cannot write the renders into {directory} ({error.strerror})") from None
 
 
 def naive_input(data: bytes) -> np.ndarray:
@@ -86,12 +83,13 @@ def quick_input(data: bytes) -> np.ndarray:
 
 
 def pipeline_input(data: bytes) -> np.ndarray | None:
-    """bin/predict's preprocessing of the file; None when it finds no digit."""
-    from mnist_jax.inference.preprocess import load_grayscale, to_mnist
+    """bin/predict's reading of the file (`read_inputs`); None when it finds no digit."""
+    from mnist_jax.errors import ImageError
+    from mnist_jax.inference.inputs import read_inputs
 
     try:
-        return to_mnist(load_grayscale(io.BytesIO(data)))
-    except UserError:
+        return read_inputs(data)[0]
+    except ImageError:
         return None
 
 
@@ -195,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_jax.evaluation import renders
     from mnist_jax.training import checkpoint
 
-    conditions = args.conditions.split(",")
+    conditions = args.conditions.split(",") if args.conditions else list(renders.CONDITIONS)
     unknown = set(conditions) - set(renders.CONDITIONS)
     if unknown:
-        raise UserError(f"unknown condition(s) {', '.join(sorted(unknown))}; "
-                        f"choose from {', '.join(renders.CONDITIONS)}")
+        raise CommandError(f"unknown condition(s) {', '.join(sorted(unknown))}; "
+                           f"choose from {', '.join(renders.CONDITIONS)}")
     run = checkpoint.restore(args.run, args.checkpoint)
     data = dataset.load(prepare_data(args))
     fonts = renders.find_fonts() if args.fonts_per_digit > 0 else []

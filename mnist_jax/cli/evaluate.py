@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mnist_jax.cli.common import add_data_arguments, main_guard, prepare_data, quiet_libraries
-from mnist_jax.errors import UserError
+from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
 from mnist_jax.writable import make_writable
 
 FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}
@@ -52,11 +51,11 @@ def default_out(run_dir: Path, split: str, runs: int, views: int, uncalibrated: 
 
 
 def make_out_dir(path: Path) -> Path:
-    """Creates `path` if needed; raises UserError when it cannot be created or written."""
+    """Creates `path` if needed; raises CommandError when it cannot be created or written."""
     try:
         make_writable(path)
     except OSError as error:
-        raise UserError(f"cannot write output directory {path} ({error.strerror}); pass another --out") from None
+        raise CommandError(f"cannot write output directory {path} ({error.strerror}); pass another --out") from None
     return path
 
 
@@ -66,7 +65,7 @@ def labelled_split(args: argparse.Namespace, restored: list) -> tuple:
 
     sizes = {run.config.data.validation_size for run in restored}
     if args.split == "validation" and len(sizes) > 1:
-        raise UserError(f"the runs held out different validation images (validation_size "
+        raise CommandError(f"the runs held out different validation images (validation_size "
                         f"{', '.join(map(str, sorted(sizes)))}); evaluate them on --split test or one at a time")
     data_dir = prepare_data(args, log=lambda line: print(line, file=sys.stderr))  # stdout holds only results
     splits = dataset.split(dataset.load(data_dir), restored[0].config.data)

@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from mnist_jax.cli.common import main_guard, quiet_libraries, use_compilation_cache
-from mnist_jax.errors import UserError
+from mnist_jax.cli.advice import advice
+from mnist_jax.cli.common import CommandError, main_guard, quiet_libraries
+from mnist_jax.compilation_cache import use_compilation_cache
+from mnist_jax.errors import ImageError
 
 EXIT_SOME_FAILED = 1
 FILES_PER_ROUND = 256  # files read, then predicted and printed, per round: output flows on big directories
@@ -24,7 +26,7 @@ def probability(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnist_jax.inference.preprocess import MAX_PIXELS
+    from mnist_jax.inference.files import MAX_PIXELS
 
     parser = argparse.ArgumentParser(
         prog="predict",
@@ -54,16 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_file(path: Path, number: bool, max_pixels: int) -> list | UserError:
-    """Returns the MNIST-style images (28, 28, 1) in one file (one, or one per digit), or the UserError."""
-    from mnist_jax.inference.preprocess import crop_to_mnist, load_grayscale, to_mnist
-    from mnist_jax.inference.segment import split_digits
+def read_file(path: Path, number: bool, max_pixels: int) -> list | ImageError:
+    """Returns the model's inputs (28, 28, 1) in one file (see `read_inputs`), or the ImageError."""
+    from mnist_jax.inference.inputs import read_inputs
 
     try:
-        gray = load_grayscale(path, max_pixels)
-        return [crop_to_mnist(crop) for crop in split_digits(gray)] if number else [to_mnist(gray)]
-    except UserError as error:
-        return error if str(error).startswith(f"{path}: ") else UserError(f"{path}: {error}")
+        return read_inputs(path, number, max_pixels)
+    except ImageError as error:
+        return error
 
 
 def preprocessed_name(path: Path, index: int | None) -> str:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args.show_preprocessed.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise UserError(f"cannot create {args.show_preprocessed} for --show-preprocessed "
+            raise CommandError(f"cannot create {args.show_preprocessed} for --show-preprocessed "
                             f"({error.strerror})") from None
     run = checkpoint.restore(args.run, args.checkpoint)
     width = max([len(str(path)) for path in files] + [4])
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             chunk = files[start : start + FILES_PER_ROUND]
             good = []
             for path, outcome in zip(chunk, pool.map(read, chunk), strict=True):
-                if isinstance(outcome, UserError):
-                    print(f"error: {outcome}", file=sys.stderr)
+                if isinstance(outcome, ImageError):
+                    print(f"error: {outcome}{advice(outcome)}", file=sys.stderr)
                     failed += 1
                 else:
                     good.append((path, outcome))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import signal
 import sys
 import time
@@ -12,13 +10,17 @@ from pathlib import Path
 
 from mnist_jax import config as config_lib
 from mnist_jax.cli.common import (
+    add_config_arguments,
     add_data_arguments,
+    config_given,
     main_guard,
     prepare_data,
     quiet_libraries,
-    use_compilation_cache,
+    resolve_config,
 )
-from mnist_jax.errors import UserError
+from mnist_jax.compilation_cache import use_compilation_cache
+from mnist_jax.errors import NotWritable
+from mnist_jax.run_dir import RunDir
 from mnist_jax.writable import make_writable
 
 
@@ -29,8 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "preset can be overridden, e.g. --train.epochs 3 --model.conv_features 16,32.",
         allow_abbrev=False,
     )
-    parser.add_argument("--preset", help=f"named config: {', '.join(config_lib.PRESETS)} (default: default)")
-    parser.add_argument("--config", type=Path, help="recipe file (configs/*.json): config sections over its \"preset\"; flags apply over it")
     parser.add_argument("--workdir", type=Path,
                         help="run directory (default: RUNS_DIR/<preset>-<date>-<time>); "
                              "an existing run there is resumed from its latest checkpoint")
@@ -49,88 +49,34 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--process-id", type=int, metavar="I", help="0 .. N-1 (env MNIST_JAX_PROCESS_ID)")
     cluster.add_argument("--heartbeat-timeout", type=int, metavar="SECONDS",
                          help="a process silent this long counts as dead and the others stop (default 100)")
-    defaults = config_lib.to_dict(config_lib.PRESETS["default"])
-    group = parser.add_argument_group("config fields (default preset's values shown)")
-    for name in config_lib.field_names():
-        section, _, field = name.partition(".")
-        value = defaults[section][field]
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        group.add_argument(f"--{name}", dest=name, metavar="VALUE", help=f"default {shown}")
+    add_config_arguments(parser)
     return parser
 
 
-def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = None) -> config_lib.Config:
-    """Returns the --config recipe over its preset (--preset, else the recipe's, else default), or the
-    preset (or `base` when no --preset is given); then the --section.field flags, validated."""
-    if args.config is not None:
-        try:
-            values = json.loads(args.config.read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read config file {args.config}: {error}") from None
-        config = config_lib.from_recipe(values, preset=args.preset)
-    elif base is not None and args.preset is None:
-        config = base
-    else:
-        config = config_lib.get_preset(args.preset or "default")
-    overrides = {name: value for name, value in vars(args).items() if "." in name and value is not None}
-    config = config_lib.override(config, overrides)
-    # Absolute and resolved, so the config names the same teachers from any directory, even after
-    # RUNS_DIR/latest moves on to this run.
-    teachers = tuple(str(Path(path).resolve()) for path in config.train.teachers)
-    return config.replace(train={"teachers": teachers}) if teachers else config
-
-
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "loss.png", "teachers.npy",
-             "teachers.json")
-
-
-def config_flags_given(args: argparse.Namespace) -> bool:
-    return args.preset is not None or args.config is not None or any(
-        "." in name and value is not None for name, value in vars(args).items())
-
-
-def choose_config(args: argparse.Namespace, workdir: Path) -> config_lib.Config:
+def choose_config(args: argparse.Namespace, run: RunDir) -> config_lib.Config:
     """Returns the config to train: the run's own when resuming (flags must agree), else the flags'."""
-    saved_path = workdir / "config.json"
-    if args.fresh or not saved_path.exists():
-        if (workdir / "checkpoints").exists() and not args.fresh:
-            raise UserError(f"{workdir} holds checkpoints but no config.json; pass --fresh to start over there")
+    if args.fresh:
         return resolve_config(args)
-    try:
-        saved = config_lib.from_dict(json.loads(saved_path.read_text()))
-    except ValueError as error:
-        raise UserError(f"cannot read {saved_path} ({error}); pass --fresh to start over") from None
-    if config_flags_given(args):
-        config_lib.check_same_run(workdir, saved, resolve_config(args, saved))
+    saved = run.read_config()
+    if saved is None:
+        return resolve_config(args)
+    if config_given(args):
+        run.check_continues(resolve_config(args, saved))
     return saved
 
 
-def prepare_workdir(args: argparse.Namespace, workdir: Path) -> None:
-    """Makes `workdir` ready: created and writable; emptied of the old run with --fresh;
+def prepare_workdir(args: argparse.Namespace, run: RunDir) -> None:
+    """Makes the run directory ready: created and writable; emptied of the old run with --fresh;
     with --from-step N, steps after N moved to discarded-checkpoints/."""
     try:
-        make_writable(workdir)
+        make_writable(run.path)
     except OSError as error:
-        raise UserError(f"cannot write run directory {workdir} ({error.strerror}); pass another --workdir") from None
+        raise NotWritable(f"cannot write run directory {run.path} ({error.strerror})", run.path,
+                          error.strerror or str(error), "run") from None
     if args.fresh:
-        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-        for name in RUN_FILES:
-            (workdir / name).unlink(missing_ok=True)
+        run.clear()
     if args.from_step is not None:
-        discard_after(workdir / "checkpoints", args.from_step)
-
-
-def discard_after(directory: Path, step: int) -> None:
-    """Moves the checkpoint steps after `step` aside, so training resumes from `step`."""
-    from mnist_jax.training.checkpoint import saved_steps  # here: importing it loads JAX, which most runs need later
-
-    steps = saved_steps(directory)
-    if step not in steps:
-        raise UserError(f"no checkpoint step {step} in {directory}; available: {', '.join(map(str, steps)) or 'none'}")
-    aside = directory.parent / "discarded-checkpoints"
-    aside.mkdir(exist_ok=True)
-    for later in (s for s in steps if s > step):
-        (directory / str(later)).rename(aside / f"{later}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run.discard_after(args.from_step)
 
 
 def point_latest(runs_dir: Path, workdir: Path) -> None:
@@ -147,13 +93,13 @@ def point_latest(runs_dir: Path, workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     workdir = args.workdir or args.runs_dir / f"{args.preset or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = choose_config(args, workdir)
-    if (workdir / "summary.json").exists() and not args.fresh:
-        summary = json.loads((workdir / "summary.json").read_text())
+    run = RunDir(workdir)
+    config = choose_config(args, run)
+    if not args.fresh and (summary := run.read_summary()) is not None:
         print(f"{workdir} is finished: test accuracy {100 * summary['test_accuracy']:.2f}%; "
               "pass --fresh to train it again, or a new --workdir")
         return 0
-    prepare_workdir(args, workdir)
+    prepare_workdir(args, run)
     quiet_libraries()
     use_compilation_cache()
     from mnist_jax.data import dataset

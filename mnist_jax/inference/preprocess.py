@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import ImageTooLarge, NoInk, NotAnImage
+from mnist_jax.inference.files import MAX_PIXELS
 
-MAX_PIXELS = 50_000_000  # larger files are refused rather than decoded
 WORKING_SIDE = 1024  # larger images are shrunk to this longest side first: a 20-px digit needs no more
 BOX = 20  # MNIST fits each digit into a 20x20 box ...
 SIZE = 28  # ... centred by its centre of mass in a 28x28 image
@@ -52,38 +52,38 @@ def load_grayscale(source: Path | IO[bytes], max_pixels: int = MAX_PIXELS, max_s
     upright per EXIF, alpha flattened.
 
     Images with a side over `max_side` are shrunk (keeping the aspect ratio) while decoding.
-    Raises UserError naming the file when it is missing, empty, not an image, damaged or has
-    more than `max_pixels` pixels.
+    Raises NotAnImage when it is missing, empty, not an image or damaged, ImageTooLarge when it has
+    more than `max_pixels` pixels; both name the file.
     """
     is_path = isinstance(source, str | Path)
-    path = Path(source) if is_path else Path(getattr(source, "name", "<image>"))
+    path = Path(source) if is_path else getattr(source, "name", None)  # None: errors name no file
     try:
         if is_path and path.is_file() and path.stat().st_size == 0:
-            raise UserError(f"{path}: empty file (0 bytes)")
+            raise NotAnImage("empty file (0 bytes)", path)
         with Image.open(path if is_path else source) as image:
             if image.width * image.height > max_pixels:
-                raise UserError(f"{path}: image of {image.width}x{image.height} pixels is larger than "
-                                f"the {max_pixels:,}-pixel limit; crop or shrink it (or raise --max-pixels)")
+                raise ImageTooLarge(f"image of {image.width}x{image.height} pixels is larger than "
+                                    f"the {max_pixels:,}-pixel limit", path, max_pixels)
             image.draft("L", (max_side, max_side))  # JPEG decodes straight at a reduced scale: much faster
             image = ImageOps.exif_transpose(image)
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             return image_to_gray(image)
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise NotAnImage("no such file", path) from None
     except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not an image") from None
+        raise NotAnImage("is a directory, not an image", path) from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image (or a format Pillow cannot read)") from None
+        raise NotAnImage("not an image (or a format Pillow cannot read)", path) from None
     except Image.DecompressionBombError:
-        raise UserError(f"{path}: image is larger than the {max_pixels:,}-pixel limit; crop or shrink it") from None
+        raise ImageTooLarge(f"image is larger than the {max_pixels:,}-pixel limit", path, max_pixels) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path}: damaged or truncated image ({error})") from None
+        raise NotAnImage(f"damaged or truncated image ({error})", path) from None
 
 
 def image_to_gray(image: Image.Image) -> np.ndarray:
     """Returns a Pillow image of any mode as float32 greyscale (H, W) in [0, 1], alpha flattened."""
     if image.width == 0 or image.height == 0:
-        raise UserError("empty image (0 pixels)")
+        raise NotAnImage("empty image (0 pixels)")
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit scans: convert() would clip them to white
         values = np.asarray(image, dtype=np.float32)
         peak = float(values.max())
@@ -353,10 +353,10 @@ def crop_to_mask(ink: np.ndarray, mask: np.ndarray, margin: int = 2) -> np.ndarr
 
     The margin keeps the soft edges of the strokes that the threshold cut; the crop ends where
     the ink falls under EDGE_INK, as MNIST's 20-px box ends at its digits' faintest edge.
-    Raises UserError when the mask is empty (a blank image).
+    Raises NoInk when the mask is empty (a blank image).
     """
     if not mask.any():
-        raise UserError("no ink found: the image looks blank")
+        raise NoInk("no ink found: the image looks blank")
     near = ndimage.binary_dilation(mask, iterations=margin) if margin else mask
     kept = np.where(near, ink, 0.0).astype(np.float32)
     inked = kept > EDGE_INK
@@ -448,20 +448,10 @@ def digit_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_digit(gray: np.ndarray) -> np.ndarray:
-    """Returns the ink crop (h, w) of the one digit in greyscale (H, W); UserError if there is none."""
+    """Returns the ink crop (h, w) of the one digit in greyscale (H, W); raises NoInk if there is none."""
     return crop_to_mask(*digit_ink(gray))
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
     """Runs the whole pipeline on greyscale (H, W) in [0, 1]; returns uint8 (28, 28, 1)."""
     return crop_to_mnist(find_digit(gray))
-
-
-def preprocess_file(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Reads an image file and returns it as MNIST-style uint8 (28, 28, 1)."""
-    try:
-        return to_mnist(load_grayscale(path, max_pixels))
-    except UserError as error:
-        if str(error).startswith(str(path)):
-            raise
-        raise UserError(f"{path}: {error}") from None

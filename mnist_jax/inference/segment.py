@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import NoInk
 from mnist_jax.inference.preprocess import crop_to_mask, digit_ink
 
 COLUMN_OVERLAP = 0.5  # parts overlapping horizontally by this much of the narrower one are one digit
@@ -42,13 +42,13 @@ def split_digits(gray: np.ndarray) -> list[np.ndarray]:
     """Returns the ink crop (h, w) of each digit in greyscale (H, W), left to right.
 
     Digits are the 8-connected ink components (ruled lines and specks dropped), grouped by `group_parts`.
-    Digits that touch each other come out as one. Raises UserError when there is no ink.
+    Digits that touch each other come out as one. Raises NoInk when there is no ink.
     """
     ink, mask = digit_ink(gray)
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     boxes = ndimage.find_objects(labels)
     if not boxes:
-        raise UserError("no ink found: the image looks blank")
+        raise NoInk("no ink found: the image looks blank")
     crops = []
     for group in group_parts(boxes):
         mine = np.isin(labels, [index + 1 for index in group])

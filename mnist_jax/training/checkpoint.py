@@ -7,14 +7,9 @@ checkpoint written on a GPU (or many devices) restores on a laptop's CPU.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
-import os
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -24,16 +19,12 @@ from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, L
 
 from mnist_jax import config as config_lib
 from mnist_jax.config import Config
-from mnist_jax.errors import UserError
+from mnist_jax.errors import CheckpointFormatError, DamagedCheckpoint, NoCheckpoint, NotWritable, OtherConfig
+from mnist_jax.run_dir import RunDir, saved_steps
 from mnist_jax.training.step import TrainState, create_train_state
 from mnist_jax.writable import check_writable
 
-CHECKPOINTS = "checkpoints"  # subdirectory of a run directory
-
-
-def saved_steps(directory: Path) -> list[int]:
-    """Returns the completed steps in a checkpoints directory, ascending (a save in flight has a tmp name)."""
-    return sorted(int(child.name) for child in Path(directory).glob("*") if child.name.isdigit())
+FORMAT_VERSION = 1  # what a checkpoint holds: state (step, params, opt_state, batch_stats, ema_params), config, progress
 
 
 def _best_metric(metrics: dict) -> float:
@@ -47,7 +38,7 @@ def open_manager(directory: Path, keep: int = 2, read_only: bool = False) -> ocp
     without metrics (inside an epoch) are kept only while among the latest. Saves are
     asynchronous: call `wait_until_finished()` and `close()` before the process exits.
     Temporary directories left by a save that was killed are removed when a writer opens.
-    Raises UserError when a step's stored metrics cannot be read.
+    Raises DamagedCheckpoint when a step's stored metrics cannot be read.
     """
     _check_metrics(Path(directory))
     if read_only:
@@ -65,7 +56,7 @@ def open_manager(directory: Path, keep: int = 2, read_only: bool = False) -> ocp
 
 
 def _check_metrics(directory: Path) -> None:
-    """Raises UserError naming the first step whose metrics file is unreadable: orbax reads every
+    """Raises DamagedCheckpoint naming the first step whose metrics file is unreadable: orbax reads every
     step's metrics when a manager opens, and would fail with a bare JSON error."""
     for step in saved_steps(directory):
         path = directory / str(step) / "metrics" / "metrics"
@@ -73,8 +64,7 @@ def _check_metrics(directory: Path) -> None:
             if path.exists():
                 json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise UserError(f"checkpoint step {step} in {directory} is damaged ({_reason('metrics', error)}); "
-                            f"move {directory / str(step)} out of {directory} to use the other checkpoints") from None
+            raise DamagedCheckpoint(directory, step, _reason("metrics", error)) from None
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: Config,
@@ -83,7 +73,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: C
 
     metrics: {"val_accuracy", ...} at an epoch end (ranks the step for "best"; "val_temperature"
     becomes the step's `Restored.temperature`), None inside an epoch.
-    Raises UserError when the directory cannot be written; the earlier steps stay intact.
+    Raises NotWritable when the directory cannot be written; the earlier steps stay intact.
     """
     try:
         # Saves run in the background; a directory that cannot be written is found here, at once.
@@ -94,6 +84,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: C
                 state=ocp.args.StandardSave(state),
                 config=ocp.args.JsonSave(config_lib.to_dict(config)),
                 progress=ocp.args.JsonSave(progress),
+                format=ocp.args.JsonSave({"version": FORMAT_VERSION}),
             ),
             metrics=metrics,
         )
@@ -102,7 +93,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: TrainState, config: C
 
 
 def finish(manager: ocp.CheckpointManager) -> None:
-    """Waits for the save in flight and closes `manager`; raises UserError if that save failed."""
+    """Waits for the save in flight and closes `manager`; raises NotWritable if that save failed."""
     try:
         manager.wait_until_finished()
     except OSError as error:
@@ -111,9 +102,10 @@ def finish(manager: ocp.CheckpointManager) -> None:
         manager.close()
 
 
-def _unwritable(directory, what: str, error: OSError) -> UserError:
-    return UserError(f"cannot write {what} in {directory} ({error.strerror or error}); "
-                     "the checkpoints before it are intact; free space or fix permissions, then rerun to resume")
+def _unwritable(directory, what: str, error: OSError) -> NotWritable:
+    reason = error.strerror or str(error)
+    return NotWritable(f"cannot write {what} in {directory} ({reason}); the checkpoints before it are intact",
+                       Path(directory), reason, "checkpoint")
 
 
 def on_device(device: jax.Device | None = None) -> jax.sharding.Sharding:
@@ -142,7 +134,8 @@ def restore(path: Path, which: str = "best", device: jax.Device | None = None) -
 
     path: a run directory, its checkpoints directory, or one step's directory.
     which: "best" (highest validation accuracy), "latest", or a step number; ignored when
-    `path` names a step. Raises UserError when nothing restorable is there.
+    `path` names a step. Raises NoCheckpoint when nothing restorable is there, DamagedCheckpoint or
+    CheckpointFormatError when the step cannot be read.
     """
     directory, step = _locate(Path(path), which)
     manager = open_manager(directory, read_only=True)
@@ -151,38 +144,30 @@ def restore(path: Path, which: str = "best", device: jax.Device | None = None) -
         if step is None:
             step = manager.latest_step() if which == "latest" else manager.best_step()
         if step is None or step not in steps:
-            raise UserError(f"no checkpoint {'step ' + str(step) if step is not None else ''}in {directory}; "
-                            f"available steps: {', '.join(map(str, steps)) or 'none'}")
+            raise NoCheckpoint(f"no checkpoint {'step ' + str(step) if step is not None else ''}in {directory}; "
+                               f"available steps: {', '.join(map(str, steps)) or 'none'}", directory)
+        _check_format(manager, step)
         config = _read(manager, step, "config", ocp.args.JsonRestore(), config_lib.from_dict)
         state = _restore_state(manager, step, config, on_device(device))
-        # Runs written before temperature scaling have no "val_temperature": they stay uncalibrated.
-        temperature = (manager.metrics(step) or {}).get("val_temperature", 1.0)
+        temperature = (manager.metrics(step) or {}).get("val_temperature", 1.0)  # none: saved inside an epoch
     finally:
         manager.close()
     return Restored(state=state, config=config, step=step, directory=directory, temperature=temperature)
-
-
-class DamagedCheckpoint(UserError):
-    """A checkpoint step whose files cannot be read back."""
-
-    def __init__(self, directory: Path, step: int, reason: str):
-        super().__init__(f"checkpoint step {step} in {directory} is damaged ({reason})")
-        self.step = step
 
 
 def restore_for_resume(directory: Path, step: int, config: Config,
                        sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, dict[str, float]]:
     """Restores step `step` of a run trained with `config`; returns (state, epoch progress).
 
-    Raises UserError naming the differing fields when the checkpoint was written by another
-    config, and DamagedCheckpoint when its files cannot be read.
+    Raises OtherConfig naming the differing fields when the checkpoint was written by another
+    config, DamagedCheckpoint when its files cannot be read, CheckpointFormatError for another format.
     """
     manager = open_manager(directory, read_only=True)
     try:
+        _check_format(manager, step)
         stored = _read(manager, step, "config", ocp.args.JsonRestore(), config_lib.from_dict)
         if differences := config_lib.differences(stored, config):
-            raise UserError(f"checkpoint step {step} in {directory} was written by another config "
-                            f"({'; '.join(differences)}); train it in a new --workdir or pass --fresh")
+            raise OtherConfig(Path(directory), differences, step)
         state = _restore_state(manager, step, config, sharding or on_device())
         progress = _read(manager, step, "progress", ocp.args.JsonRestore(), dict)
     finally:
@@ -201,15 +186,13 @@ def _read(manager: ocp.CheckpointManager, step: int, item: str, args, convert):
 def _restore_state(manager: ocp.CheckpointManager, step: int, config: Config, sharding) -> TrainState:
     target = abstract_state(config, sharding)
     try:
-        with _stray_tracebacks_dropped_on_failure():
-            try:
-                state = _restore_tree(manager, step, target)
-            except ValueError as error:
-                if "tree structures do not match" not in str(error) or target.batch_stats or target.ema_params:
-                    raise
-                # Checkpoints of version 0.1 hold only step, params and opt_state: restore those.
-                fields = {name: getattr(target, name) for name in ("step", "params", "opt_state")}
-                state = target.replace(**_restore_tree(manager, step, fields))
+        state = _restore_tree(manager, step, target)
+    except ValueError as error:
+        if "tree structures do not match" in str(error):
+            raise CheckpointFormatError(f"checkpoint step {step} in {manager.directory} is not a train state that "
+                                        f"this version of mnist_jax reads: {_layout(manager, step)}",
+                                        Path(manager.directory), None) from None
+        raise DamagedCheckpoint(manager.directory, step, _reason("state", error)) from None
     except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise bare Exceptions for unreadable files
         raise DamagedCheckpoint(manager.directory, step, _reason("state", error)) from None
     # Truncated array files can read back as garbage instead of failing: the values must be finite.
@@ -218,35 +201,34 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, config: Config, sh
     return state
 
 
+def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
+    """Raises CheckpointFormatError unless step `step` is of FORMAT_VERSION (steps saved before
+    checkpoints recorded their format are of version 1)."""
+    if not (Path(manager.directory) / str(step) / "format").exists():
+        return
+    version = _read(manager, step, "format", ocp.args.JsonRestore(), lambda values: values.get("version"))
+    if version != FORMAT_VERSION:
+        raise CheckpointFormatError(f"checkpoint step {step} in {manager.directory} is of format {version}; "
+                                    f"this version of mnist_jax reads format {FORMAT_VERSION}",
+                                    Path(manager.directory), version)
+
+
+STATE_FIELDS = ("step", "params", "opt_state", "batch_stats", "ema_params")  # a TrainState's, as orbax stores them
+
+
+def _layout(manager: ocp.CheckpointManager, step: int) -> str:
+    """Says how the state stored at `step` differs from a TrainState, from orbax's metadata file."""
+    try:
+        paths = json.loads((Path(manager.directory) / str(step) / "state" / "_METADATA").read_text())["tree_metadata"]
+    except (OSError, ValueError, KeyError):
+        return "its layout cannot be read"
+    stored = {key.strip("()").split(",")[0].strip("' ") for key in paths}  # empty collections have an entry too
+    missing = [name for name in STATE_FIELDS if name not in stored]
+    return f"it lacks {', '.join(missing)}" if missing else "its arrays are of another model or layout"
+
+
 def _restore_tree(manager: ocp.CheckpointManager, step: int, target):
     return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-
-
-@contextlib.contextmanager
-def _stray_tracebacks_dropped_on_failure(settle_seconds: float = 0.5):
-    """Holds back what is written to file descriptor 2 while restoring; drops it if the restore fails.
-
-    When one array of a checkpoint cannot be read, tensorstore's other reads still finish and
-    call back into orbax's closed event loop, and C++ prints their tracebacks straight to fd 2.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            time.sleep(settle_seconds)  # let the abandoned reads report into `held`
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not failed:
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _reason(item: str, error: BaseException) -> str:
@@ -259,14 +241,14 @@ def _reason(item: str, error: BaseException) -> str:
 def _locate(path: Path, which: str) -> tuple[Path, int | None]:
     """Returns (checkpoints directory, step or None) for a run, checkpoints or step path."""
     if not path.is_dir():
-        raise UserError(f"run directory {path} does not exist; train one with bin/train or pass --run DIR")
-    if (path / CHECKPOINTS).is_dir():
-        return path / CHECKPOINTS, _parse_which(which)
+        raise NoCheckpoint(f"run directory {path} does not exist", path, no_run=True)
+    if RunDir(path).checkpoints.is_dir():
+        return RunDir(path).checkpoints, _parse_which(which)
     if path.name.isdigit() and (path / "state").is_dir():
         return path.parent, int(path.name)
     if saved_steps(path):
         return path, _parse_which(which)
-    raise UserError(f"{path} holds no checkpoints; pass a run directory written by bin/train")
+    raise NoCheckpoint(f"{path} holds no checkpoints", path, no_run=True)
 
 
 def _parse_which(which: str) -> int | None:
@@ -274,4 +256,4 @@ def _parse_which(which: str) -> int | None:
         return None
     if str(which).isdigit():
         return int(which)
-    raise UserError(f"unknown checkpoint {which!r}; use best, latest or a step number")
+    raise NoCheckpoint(f"unknown checkpoint {which!r}: it must be best, latest or a step number")

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax.config import AugmentConfig, Config
+from mnist_jax.config import Config
 from mnist_jax.data.dataset import Split
 from mnist_jax.training import parallel
-from mnist_jax.training.step import TrainState, steps_per_epoch, train_step, update
+from mnist_jax.training.step import PLAIN, StepOptions, TrainState, steps_per_epoch, train_step, update
 
 HOST_SEGMENT = 25  # host loop: steps between fetches of the metrics (each waits for the device)
 
@@ -65,13 +65,13 @@ class HostLoop:
     """
 
     def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
-                 teacher: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
+                 teacher_targets: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
         self.limit = HOST_SEGMENT
-        self._examples, self._keys = _examples(split, teacher), keys
+        self._examples, self._keys = _examples(split, teacher_targets), keys
         self._batch_sharding, self._replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         self._teachers = _replicate(teachers, self._replicated)
         self._batch_size, self._steps = config.train.batch_size, steps_per_epoch(config)
-        self._options = _step_options(config)
+        self._options = StepOptions.of(config)
         self._order_epoch, self._order = None, None
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -87,7 +87,7 @@ class HostLoop:
             rows = parallel.local_share(self._order[index * self._batch_size : (index + 1) * self._batch_size])
             batch = {name: values[rows] for name, values in self._examples.items()}
             state, step_metrics = train_step(state, parallel.global_batch(batch, self._batch_sharding),
-                                             self._keys["dropout"], teachers=self._teachers, **self._options)
+                                             self._keys["dropout"], self._options, self._teachers)
             metrics.append(step_metrics)
         return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
 
@@ -96,15 +96,15 @@ class DeviceLoop:
     """The train split lives on the devices; each call runs up to `chunk_steps` steps in one `lax.scan`."""
 
     def __init__(self, config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
-                 teacher: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
+                 teacher_targets: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
         self.limit = config.train.chunk_steps
-        self._examples = jax.device_put(_examples(split, teacher), parallel.replicated(mesh))
+        self._examples = jax.device_put(_examples(split, teacher_targets), parallel.replicated(mesh))
         self._teachers = _replicate(teachers, parallel.replicated(mesh))
         self._keys = keys
         self._chunk = functools.partial(
             train_chunk, steps_in_epoch=steps_per_epoch(config), batch_size=config.train.batch_size,
             checkpoint_every=config.train.checkpoint_every, chunk_steps=config.train.chunk_steps,
-            batch_sharding=parallel.batch_sharding(mesh), **_step_options(config),
+            batch_sharding=parallel.batch_sharding(mesh), options=StepOptions.of(config),
         )
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -116,12 +116,11 @@ class DeviceLoop:
 
 @functools.partial(jax.jit, donate_argnums=0,
                    static_argnames=("steps_in_epoch", "batch_size", "checkpoint_every", "chunk_steps",
-                                    "batch_sharding", "augment", "label_smoothing", "distillation"))
+                                    "batch_sharding", "options"))
 def train_chunk(state: TrainState, examples: dict[str, jax.Array], order_key: jax.Array,
                 dropout_key: jax.Array, teachers: tuple[TrainState, ...] = (), *, steps_in_epoch: int,
                 batch_size: int, checkpoint_every: int, chunk_steps: int, batch_sharding=None,
-                augment: AugmentConfig | None = None, label_smoothing: float = 0.0,
-                distillation: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+                options: StepOptions = PLAIN) -> tuple[TrainState, dict[str, jax.Array]]:
     """Runs the next segment of training (see `segment_length`) from state.step, all on the device.
 
     examples: the whole train split as batch fields of N rows (see `_examples`); teachers: as in
@@ -140,36 +139,29 @@ def train_chunk(state: TrainState, examples: dict[str, jax.Array], order_key: ja
         batch = {name: values[rows] for name, values in examples.items()}
         if batch_sharding is not None:  # split each batch over the devices, as the host loop does
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, augment, label_smoothing,
-                                                            distillation, teachers),
+        return jax.lax.cond(index < count, lambda s: update(s, batch, dropout_key, options, teachers),
                             lambda s: (s, no_metrics), state)
 
     return jax.lax.scan(step, state, jnp.arange(chunk_steps))
 
 
 def make_loop(config: Config, split: Split, keys: dict[str, jax.Array], mesh: jax.sharding.Mesh,
-              teacher: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
+              teacher_targets: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
     """Returns the HostLoop or DeviceLoop that `config.train.loop` and the backend call for.
 
-    A distilled run gives either `teacher`, float32 (N, 10), the teachers' probabilities for the
+    A distilled run gives either `teacher_targets`, float32 (N, 10), the teachers' probabilities for the
     split's clean images, or `teachers`, their trained states, which label each augmented batch.
     """
     loop = DeviceLoop if resolve_loop(config) == "device" else HostLoop
-    return loop(config, split, keys, mesh, teacher, teachers)
+    return loop(config, split, keys, mesh, teacher_targets, teachers)
 
 
-def _examples(split: Split, teacher: np.ndarray | None) -> dict[str, np.ndarray]:
+def _examples(split: Split, teacher_targets: np.ndarray | None) -> dict[str, np.ndarray]:
     """Returns the split as train-batch fields of N rows: "image", "label" and, when given, "teacher"."""
     examples = {"image": split.images, "label": split.labels}
-    if teacher is not None:
-        examples["teacher"] = teacher
+    if teacher_targets is not None:
+        examples["teacher"] = teacher_targets
     return examples
-
-
-def _step_options(config: Config) -> dict:
-    """Returns the static arguments of `update`: augmentation and how soft the targets are."""
-    return {"augment": config.augment, "label_smoothing": config.train.label_smoothing,
-            "distillation": config.train.distillation}
 
 
 def _replicate(teachers: tuple[TrainState, ...], sharding: jax.sharding.NamedSharding) -> tuple[TrainState, ...]:

@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from mnist_jax.config import Config
-from mnist_jax.errors import UserError
+from mnist_jax.errors import ClusterError, ConfigError
 
 DATA_AXIS = "data"
 
@@ -60,19 +60,19 @@ def initialize(cluster: Cluster) -> None:
     if not cluster.explicit:
         return
     if None in (cluster.coordinator, cluster.num_processes, cluster.process_id):
-        raise UserError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes N and "
-                        "--process-id I (or MNIST_JAX_COORDINATOR, MNIST_JAX_NUM_PROCESSES, MNIST_JAX_PROCESS_ID)")
+        raise ClusterError("a multi-process run needs all three of the coordinator's address, the number of "
+                           "processes and this process's id", incomplete=True)
     if not 0 <= cluster.process_id < cluster.num_processes:
-        raise UserError(f"--process-id {cluster.process_id} must be between 0 and {cluster.num_processes - 1}")
+        raise ClusterError(f"process id {cluster.process_id} must be between 0 and {cluster.num_processes - 1}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(cluster.coordinator, cluster.num_processes, cluster.process_id,
                                    heartbeat_timeout_seconds=cluster.heartbeat_timeout)
     except Exception as error:  # noqa: BLE001 - the runtime reports a failed rendezvous as a bare error
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"cannot join the run at {cluster.coordinator} as process {cluster.process_id} of "
-                        f"{cluster.num_processes} ({first_line}); check that every process uses the same "
-                        "coordinator address and process count") from None
+        raise ClusterError(f"cannot join the run at {cluster.coordinator} as process {cluster.process_id} of "
+                           f"{cluster.num_processes} ({first_line}); every process must name the same "
+                           "coordinator address and process count") from None
 
 
 def is_lead() -> bool:
@@ -96,13 +96,13 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def check_divisible(config: Config, mesh: jax.sharding.Mesh) -> None:
-    """Raises UserError unless every batch splits evenly over the mesh's devices."""
+    """Raises ConfigError unless every batch splits evenly over the mesh's devices."""
     devices = mesh.devices.size
     for name, size in (("train.batch_size", config.train.batch_size),
                        ("train.eval_batch_size", config.train.eval_batch_size)):
         if size % devices:
-            raise UserError(f"{name}={size} does not split over {devices} devices; "
-                            f"use a multiple of {devices}")
+            raise ConfigError(f"{name}={size} does not split over {devices} devices: it must be a multiple "
+                              f"of {devices}")
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -8,6 +8,7 @@ padding) rows.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -136,23 +137,38 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: fl
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfig | None = None,
-           label_smoothing: float = 0.0, distillation: float = 0.0,
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """The train step's static options: one compiled step per distinct value (hashable, frozen)."""
+
+    augment: AugmentConfig | None = None  # distortions applied to the batch on the device first (None: none)
+    label_smoothing: float = 0.0  # see `cross_entropy_loss`
+    distillation: float = 0.0  # see `cross_entropy_loss`
+
+    @classmethod
+    def of(cls, config: Config) -> StepOptions:
+        """The options `config` trains with."""
+        return cls(config.augment, config.train.label_smoothing, config.train.distillation)
+
+
+PLAIN = StepOptions()  # no augmentation, hard targets
+
+
+def update(state: TrainState, batch: dict, rng: jax.Array, options: StepOptions = PLAIN,
            teachers: tuple[TrainState, ...] = ()) -> tuple[TrainState, dict]:
     """Takes one optimizer step on `batch`; returns the new state and {"loss", "accuracy"} (scalars).
 
     Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
-    run is a function of its seed. `augment` (static) distorts the batch on the device first;
-    `label_smoothing` and `distillation` (static) soften the training targets, the latter towards
-    batch["teacher"] (B, 10) (see `cross_entropy_loss`), or, when `teachers` (trained states)
-    are given, towards their mean softmax on the distorted images the student sees. BatchNorm
-    normalises by the batch and its running statistics advance. This is the body every loop
-    form runs; `train_step` is its jitted, donating version.
+    run is a function of its seed. `options` (static) says how the batch is distorted and how soft
+    the targets are: towards batch["teacher"] (B, 10) (see `cross_entropy_loss`), or, when
+    `teachers` (trained states) are given, towards their mean softmax on the distorted images the
+    student sees. BatchNorm normalises by the batch and its running statistics advance. This is
+    the body every loop form runs; `train_step` is its jitted, donating version.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
     images = scale_images(batch["image"])
-    if augment is not None and augment.enabled:
-        images = augment_images(images, jax.random.fold_in(dropout_rng, 1), augment)
+    if options.augment is not None and options.augment.enabled:
+        images = augment_images(images, jax.random.fold_in(dropout_rng, 1), options.augment)
     if teachers:
         batch = {**batch, "teacher": mean_softmax(teachers, images)}
 
@@ -163,7 +179,8 @@ def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfi
         else:
             logits = state.apply_fn({"params": params}, images, train=True, rngs={"dropout": dropout_rng})
             updates = {"batch_stats": {}}
-        loss = cross_entropy_loss(logits, batch["label"], label_smoothing, batch.get("teacher"), distillation).mean()
+        loss = cross_entropy_loss(logits, batch["label"], options.label_smoothing, batch.get("teacher"),
+                                  options.distillation).mean()
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -172,7 +189,7 @@ def update(state: TrainState, batch: dict, rng: jax.Array, augment: AugmentConfi
 
 
 # The input state is donated: do not use it after the call.
-train_step = jax.jit(update, donate_argnums=0, static_argnames=("augment", "label_smoothing", "distillation"))
+train_step = jax.jit(update, donate_argnums=0, static_argnames="options")
 
 
 @jax.jit

@@ -20,18 +20,16 @@ import numpy as np
 
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Split
-from mnist_jax.errors import UserError
+from mnist_jax.errors import MnistJaxError, TeacherError
 from mnist_jax.evaluation.metrics import ensemble_probabilities
+from mnist_jax.run_dir import RunDir
 from mnist_jax.training import checkpoint
-
-TEACHERS = "teachers.npy"  # in the run directory: the teachers' probabilities (N, 10) float32
-TEACHER_STEPS = "teachers.json"  # in the run directory: [{"run", "step"}] of teachers labelling augmented views
 
 
 def teaching(config: Config, workdir: Path, split: Split, keep: bool,
              log: Callable[[str], None] = print) -> dict:
     """Returns the teacher arguments of `loops.make_loop` for the run in `workdir` ({} if not distilled):
-    "teacher", the probabilities (N, 10) of the N clean images of `split`, or "teachers", the states
+    "teacher_targets", the probabilities (N, 10) of the N clean images of `split`, or "teachers", the states
     that label each augmented batch. With `keep` (the lead process), keeps them for a resume."""
     if not config.train.distillation:
         return {}
@@ -43,23 +41,22 @@ def teaching(config: Config, workdir: Path, split: Split, keep: bool,
     probabilities = teacher_targets(config, workdir, split, log)
     if keep:
         keep_teachers(workdir, probabilities)
-    return {"teacher": probabilities}
+    return {"teacher_targets": probabilities}
 
 
 def teacher_targets(config: Config, workdir: Path, split: Split, log: Callable[[str], None] = print) -> np.ndarray:
     """Returns the teachers' probabilities (N, 10) for the N images of `split`: those an earlier start of
     the run in `workdir` kept (see `keep_teachers`), else `teacher_probabilities`."""
-    path = Path(workdir) / TEACHERS
+    path = RunDir(workdir).teacher_probabilities
     if not path.exists():
         return teacher_probabilities(config, split.images, split.labels, workdir, log)
     try:
         probabilities = np.load(path)
     except (OSError, ValueError, EOFError) as error:
-        raise UserError(f"cannot read {path} ({error}); "
-                        "delete it to compute the teachers' probabilities again") from None
+        raise TeacherError(f"cannot read the teachers' kept probabilities {path} ({error})", path, "delete") from None
     if probabilities.shape != (len(split.labels), 10):
-        raise UserError(f"{path} holds probabilities of shape {probabilities.shape}, not ({len(split.labels)}, 10) "
-                        "for this run's training images; delete it to compute them again")
+        raise TeacherError(f"{path} holds probabilities of shape {probabilities.shape}, not "
+                           f"({len(split.labels)}, 10) for this run's training images", path, "delete")
     log(f"teachers: their probabilities on the {len(split.labels):,} training images read from {path}")
     return probabilities
 
@@ -69,28 +66,26 @@ def keep_teachers(workdir: Path, probabilities: np.ndarray) -> None:
 
     Written to a temporary file first, then renamed: a run killed meanwhile leaves no partial file.
     """
-    _write_once(Path(workdir) / TEACHERS, lambda partial: np.save(partial, probabilities))
+    _write_once(RunDir(workdir).teacher_probabilities, lambda partial: np.save(partial, probabilities))
 
 
 def teacher_states(config: Config, workdir: Path, log: Callable[[str], None] = print) -> list[checkpoint.Restored]:
     """Returns the checkpoints of `config.train.teachers` that label the augmented views: those an earlier
     start of the run in `workdir` kept (see `keep_teacher_steps`), else each teacher's best.
 
-    Raises UserError for the teachers `restore_teachers` refuses, and for a kept file that is
+    Raises TeacherError for the teachers `restore_teachers` refuses, and for a kept file that is
     damaged, names other teachers or names a step that is gone.
     """
-    path = Path(workdir) / TEACHER_STEPS
+    path = RunDir(workdir).teacher_steps
     steps = None
     if path.exists():
         try:
             runs, steps = zip(*[(entry["run"], int(entry["step"])) for entry in json.loads(path.read_text())],
                               strict=True)
         except (OSError, ValueError, TypeError, KeyError) as error:
-            raise UserError(f"cannot read {path} ({error!r}); "
-                            "delete it to use each teacher's best checkpoint") from None
+            raise TeacherError(f"cannot read the teachers' kept steps {path} ({error!r})", path, "delete") from None
         if runs != config.train.teachers:
-            raise UserError(f"{path} names the teachers {', '.join(runs)}, not train.teachers; "
-                            "train the run again with --fresh")
+            raise TeacherError(f"{path} names the teachers {', '.join(runs)}, not train.teachers", path, "fresh")
     restored = restore_teachers(config, workdir, steps)
     log(f"teachers: {_count(restored)} label every augmented batch (checkpoint steps "
         f"{', '.join(str(run.step) for run in restored)}{', kept in ' + str(path) if steps else ''})")
@@ -100,7 +95,7 @@ def teacher_states(config: Config, workdir: Path, log: Callable[[str], None] = p
 def keep_teacher_steps(config: Config, workdir: Path, teachers: list[checkpoint.Restored]) -> None:
     """Writes which checkpoint of each teacher the run uses to workdir/teachers.json, unless it is there."""
     entries = [{"run": path, "step": run.step} for path, run in zip(config.train.teachers, teachers, strict=True)]
-    _write_once(Path(workdir) / TEACHER_STEPS, lambda partial: partial.write_text(json.dumps(entries, indent=1)))
+    _write_once(RunDir(workdir).teacher_steps, lambda partial: partial.write_text(json.dumps(entries, indent=1)))
 
 
 def _write_once(path: Path, write: Callable[[Path], None]) -> None:
@@ -119,7 +114,7 @@ def teacher_probabilities(config: Config, images: np.ndarray, labels: np.ndarray
     uint8 images (N, 28, 28, 1) with labels (N,), the training images of the run in `workdir`.
 
     Each teacher's raw softmax is used, not its calibrated one: teachers trained with label
-    smoothing are underconfident, which is what keeps their targets soft. Raises UserError for
+    smoothing are underconfident, which is what keeps their targets soft. Raises TeacherError for
     the teachers `restore_teachers` refuses.
     """
     started = time.perf_counter()
@@ -134,28 +129,28 @@ def teacher_probabilities(config: Config, images: np.ndarray, labels: np.ndarray
 def restore_teachers(config: Config, workdir: Path, steps: list[int] | None = None) -> list[checkpoint.Restored]:
     """Restores the checkpoint `steps` (default: the best) of each run in `config.train.teachers`.
 
-    Raises UserError for a missing teacher or step, the run in `workdir` itself, or a teacher that
+    Raises TeacherError for a missing teacher or step, the run in `workdir` itself, or a teacher that
     trained on any of this run's validation images, since those must stay unseen.
     """
     for path in config.train.teachers:
         if not Path(path).is_dir():
-            raise UserError(f"teacher {path} (train.teachers) does not exist; "
-                            "name run directories written by bin/train")
+            raise TeacherError(f"teacher {path} (train.teachers) is not a run directory", Path(path))
         if Path(path).resolve() == Path(workdir).resolve():
-            raise UserError(f"teacher {path} is this run's own directory {workdir}; a run cannot teach itself")
+            raise TeacherError(f"teacher {path} is this run's own directory {workdir}; a run cannot teach itself",
+                               Path(path))
     restored = []
     for path, step in zip(config.train.teachers, steps or ["best"] * len(config.train.teachers), strict=True):
         try:
             run = checkpoint.restore(path, str(step))
-        except UserError as error:
+        except MnistJaxError as error:
             if step == "best":
                 raise
-            raise UserError(f"teacher {path} no longer has checkpoint step {step}, which this run started with "
-                            f"({error}); train the run again with --fresh") from None
+            raise TeacherError(f"teacher {path} no longer has checkpoint step {step}, which this run started with "
+                               f"({error})", Path(path), "fresh") from None
         if run.config.data.validation_size < config.data.validation_size:
-            raise UserError(f"teacher {path} trained on images this run validates on (its data.validation_size "
-                            f"{run.config.data.validation_size} < {config.data.validation_size}); "
-                            "distill only from runs that held out at least as many")
+            raise TeacherError(f"teacher {path} trained on images this run validates on (its data.validation_size "
+                               f"{run.config.data.validation_size} < {config.data.validation_size}); "
+                               "distill only from runs that held out at least as many", Path(path))
         restored.append(run)
     return restored
 

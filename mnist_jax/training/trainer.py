@@ -18,18 +18,15 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Splits
-from mnist_jax.errors import UserError
+from mnist_jax.errors import DamagedCheckpoint, Diverged
 from mnist_jax.evaluation.plots import plot_history
+from mnist_jax.run_dir import RunDir, saved_steps
 from mnist_jax.training import checkpoint, parallel
 from mnist_jax.training.loops import make_loop, run_keys, segment_length
 from mnist_jax.training.step import create_train_state, evaluate, steps_per_epoch
 from mnist_jax.training.teachers import teaching
-
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
 
 
 class Stopped(Exception):
@@ -52,6 +49,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
     """
     started = time.perf_counter()
     workdir = Path(workdir)
+    run = RunDir(workdir)
     lead = parallel.is_lead()  # only process 0 logs and writes files; every process saves checkpoints
     log = log if lead else (lambda line: None)
     mesh = parallel.data_mesh()
@@ -59,13 +57,13 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
     replicated = parallel.replicated(mesh)
     teachers = teaching(config, workdir, data.train, keep=lead, log=log)
     if lead:
-        _write_config(workdir, config)
+        run.write_config(config)
     steps_in_epoch, total_steps = steps_per_epoch(config), config.train.epochs * steps_per_epoch(config)
     keys = jax.jit(run_keys, out_shardings=replicated)(config.train.seed)
-    manager = checkpoint.open_manager(workdir / checkpoint.CHECKPOINTS, keep=config.train.keep_checkpoints)
+    manager = checkpoint.open_manager(run.checkpoints, keep=config.train.keep_checkpoints)
     try:
-        state, progress = _start(config, workdir, keys, replicated, log)
-        history = _read_history(workdir, int(progress["step"]), rewrite=lead)
+        state, progress = _start(config, run, keys, replicated, log)
+        history = _read_history(run, int(progress["step"]), rewrite=lead)
         loop = make_loop(config, data.train, keys, mesh, **teachers)
         step = int(progress.pop("step"))
         parameter_count = sum(leaf.size for leaf in jax.tree.leaves(state.params))
@@ -81,7 +79,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
             segment_started = time.perf_counter()
             state, metrics = loop.run(state, step, count)
             metrics = parallel.to_host(metrics)
-            _check_finite(metrics["loss"], step, manager, workdir)
+            _check_finite(metrics["loss"], step, manager, run)
             step += count
             # The process's first segment includes compiling: keep it out of images/s.
             _accumulate(progress, metrics, config.train.batch_size, time.perf_counter() - segment_started, compiled)
@@ -92,67 +90,57 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
             if step % steps_in_epoch == 0:
                 bar.close()
                 bar = None
-                record = _end_epoch(config, workdir, state, step, data, progress, history, replicated, lead)
+                record = _end_epoch(config, run, state, step, data, progress, history, replicated, lead)
                 metrics = {name: record[name] for name in ("val_accuracy", "val_loss", "val_temperature")}
-                _save(manager, step, state, config, metrics, {}, workdir)
+                _save(manager, step, state, config, metrics, {}, run)
                 log(_epoch_line(record, config.train.epochs))
                 progress = _new_progress()
             elif config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
-                _save(manager, step, state, config, None, progress, workdir)
+                _save(manager, step, state, config, None, progress, run)
             if should_stop() and step < total_steps:
                 if int(manager.latest_step() or -1) != step:
-                    _save(manager, step, state, config, None, progress, workdir)
+                    _save(manager, step, state, config, None, progress, run)
                 raise Stopped(step, steps_in_epoch)
     finally:
         checkpoint.finish(manager)  # waits for a save in flight, so a stopped run keeps complete checkpoints
-    return _final_test(config, workdir, data, history, started, parameter_count, lead)
+    return _final_test(config, run, data, history, started, parameter_count, lead)
 
 
-def _write_config(workdir: Path, config: Config) -> None:
-    """Writes config.json for a new run; for an existing one, refuses a different config."""
-    path = workdir / "config.json"
-    if path.exists():
-        config_lib.check_same_run(workdir, config_lib.from_dict(json.loads(path.read_text())), config)
-        return
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config_lib.to_dict(config), indent=2) + "\n")
+def _start(config: Config, run: RunDir, keys: dict, sharding, log: Callable[[str], None]):
+    """Returns (state, epoch progress with its "step"): restored from the latest checkpoint, or fresh.
 
-
-def _start(config: Config, workdir: Path, keys: dict, sharding, log: Callable[[str], None]):
-    """Returns (state, epoch progress with its "step"): restored from the latest checkpoint, or fresh."""
-    directory = workdir / checkpoint.CHECKPOINTS
-    steps = checkpoint.saved_steps(directory)
+    Raises DamagedCheckpoint for an unreadable latest step, with `newest_intact` the newest older
+    step that restores (None: none does).
+    """
+    steps = saved_steps(run.checkpoints)
     if not steps:
         state = jax.jit(create_train_state, static_argnums=0, out_shardings=sharding)(config, keys["init"])
         return state, {**_new_progress(), "step": 0}
     try:
-        state, progress = checkpoint.restore_for_resume(directory, steps[-1], config, sharding)
-    except checkpoint.DamagedCheckpoint as damaged:
-        raise UserError(f"{damaged}; {_intact_hint(directory, steps[:-1], config, workdir)}") from None
-    log(f"resuming {workdir} from step {steps[-1]}")
+        state, progress = checkpoint.restore_for_resume(run.checkpoints, steps[-1], config, sharding)
+    except DamagedCheckpoint as damaged:
+        damaged.searched, damaged.newest_intact = True, _newest_intact(run, steps[:-1], config)
+        raise
+    log(f"resuming {run.path} from step {steps[-1]}")
     return state, {**_new_progress(), **progress, "step": steps[-1]}
 
 
-def _intact_hint(directory: Path, older: list[int], config: Config, workdir: Path) -> str:
-    """Says which older step restores, and the command that resumes from it."""
+def _newest_intact(run: RunDir, older: list[int], config: Config) -> int | None:
+    """Returns the newest of the `older` steps that restores, None if none does."""
     for step in reversed(older):
         try:
-            checkpoint.restore_for_resume(directory, step, config)
-        except checkpoint.DamagedCheckpoint:
+            checkpoint.restore_for_resume(run.checkpoints, step, config)
+        except DamagedCheckpoint:
             continue
-        return (f"to resume from step {step}, the newest intact one, run: "
-                f"bin/train --workdir {workdir} --from-step {step}")
-    return f"no intact checkpoint is left; start over with: bin/train --workdir {workdir} --fresh"
+        return step
+    return None
 
 
-def _read_history(workdir: Path, step: int, rewrite: bool) -> list[dict]:
+def _read_history(run: RunDir, step: int, rewrite: bool) -> list[dict]:
     """Returns the epoch records up to `step`; with `rewrite`, drops any later ones from metrics.jsonl."""
-    path = workdir / METRICS
-    if not path.exists():
-        return []
-    history = [record for record in map(json.loads, path.read_text().splitlines()) if record["step"] <= step]
-    if rewrite:
-        path.write_text("".join(json.dumps(record) + "\n" for record in history))
+    history = [record for record in run.read_metrics() if record["step"] <= step]
+    if rewrite and run.metrics.exists():
+        run.metrics.write_text("".join(json.dumps(record) + "\n" for record in history))
     return history
 
 
@@ -172,24 +160,23 @@ def _accumulate(progress: dict, metrics: dict, batch_size: int, seconds: float, 
     progress["seconds"] += seconds
 
 
-def _check_finite(losses: np.ndarray, first_step: int, manager, workdir: Path) -> None:
+def _check_finite(losses: np.ndarray, first_step: int, manager, run: RunDir) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if len(bad):
-        _diverged(f"training loss became {losses[bad[0]]} at step {first_step + bad[0] + 1}", manager, workdir)
+        _diverged(f"training loss became {losses[bad[0]]} at step {first_step + bad[0] + 1}", manager, run)
 
 
-def _save(manager, step: int, state, config: Config, metrics: dict | None, progress: dict, workdir: Path) -> None:
+def _save(manager, step: int, state, config: Config, metrics: dict | None, progress: dict, run: RunDir) -> None:
     """Saves a checkpoint, unless the parameters are no longer finite (then the run stops)."""
     if not all(parallel.to_host(jax.tree.leaves(jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), state.params)))):
-        _diverged(f"the parameters became non-finite by step {step}", manager, workdir)
+        _diverged(f"the parameters became non-finite by step {step}", manager, run)
     checkpoint.save(manager, step, state, config, metrics, progress)
 
 
-def _diverged(what: str, manager, workdir: Path):
+def _diverged(what: str, manager, run: RunDir):
     manager.wait_until_finished()  # a save still in flight is a good checkpoint too: name the newest
-    steps = checkpoint.saved_steps(workdir / checkpoint.CHECKPOINTS)
-    kept = f"the last good checkpoint is step {steps[-1]}" if steps else "no checkpoint had been written"
-    raise UserError(f"{what}; {kept}; lower train.learning_rate and train again with --fresh")
+    steps = saved_steps(run.checkpoints)
+    raise Diverged(what, run.path, steps[-1] if steps else None)
 
 
 def _progress_bar(epoch: int, epochs: int, steps_in_epoch: int, done: int, lead: bool) -> tqdm:
@@ -197,7 +184,7 @@ def _progress_bar(epoch: int, epochs: int, steps_in_epoch: int, done: int, lead:
                 dynamic_ncols=True, disable=None if lead else True)
 
 
-def _end_epoch(config: Config, workdir: Path, state, step: int, data: Splits, progress: dict,
+def _end_epoch(config: Config, run: RunDir, state, step: int, data: Splits, progress: dict,
                history: list[dict], sharding, lead: bool) -> dict:
     """Evaluates on validation; process 0 appends the epoch's record to metrics.jsonl and redraws the plots."""
     val = evaluate(state, data.validation.images, data.validation.labels, config.train.eval_batch_size,
@@ -217,9 +204,9 @@ def _end_epoch(config: Config, workdir: Path, state, step: int, data: Splits, pr
     }
     history.append(record)
     if lead:
-        with open(workdir / METRICS, "a") as metrics_file:
+        with open(run.metrics, "a") as metrics_file:
             metrics_file.write(json.dumps(record) + "\n")
-        plot_history(history, workdir)
+        plot_history(history, run.path)
     return record
 
 
@@ -230,11 +217,11 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"{record['images_per_second']:,.0f} img/s")
 
 
-def _final_test(config: Config, workdir: Path, data: Splits, history: list[dict], started: float,
+def _final_test(config: Config, run: RunDir, data: Splits, history: list[dict], started: float,
                 parameter_count: int, lead: bool) -> dict:
     """Tests the checkpoint with the best validation accuracy (each process on its own first device);
     process 0 writes summary.json. Returns the summary."""
-    best = checkpoint.restore(workdir, "best")
+    best = checkpoint.restore(run.path, "best")
     test = evaluate(best.state, data.test.images, data.test.labels, config.train.eval_batch_size)
     best_record = next(r for r in history if r["step"] == best.step)
     summary = {
@@ -252,5 +239,5 @@ def _final_test(config: Config, workdir: Path, data: Splits, history: list[dict]
         "jax_version": jax.__version__,
     }
     if lead:
-        (workdir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        run.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
