@@ -14,9 +14,8 @@ import types
 import typing
 from typing import Any
 
+from mnist_jax.data.mnist import TRAIN_IMAGES as MNIST_TRAIN_IMAGES
 from mnist_jax.errors import ConfigError
-
-MNIST_TRAIN_IMAGES = 60000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,9 +68,9 @@ def train_flags(flags: dict[str, str]) -> str:
 def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict[str, str], log=print) -> dict:
     """Runs every measurement; returns {"machine", "preset", "config", ..., "figures": [...]}."""
     from mnist_jax.data import dataset
-    from mnist_jax.evaluation import speed
+    from mnist_jax.evaluation import timing
 
-    measured_on = speed.machine()  # its load average is the one before the measurements
+    measured_on = timing.machine()  # its load average is the one before the measurements
     data_dir = prepare_data(args)
     data = dataset.split(dataset.load(data_dir), config.data)
     percent = f"{100 * args.target:g}%"
@@ -83,41 +83,41 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
         scratch = Path(scratch)
         cache = scratch / "xla-cache"  # empty for the first run, warm for the repeats
         log(f"bench: bin/train {train_flags(overrides)}, 1 run with an empty compilation cache + {args.repeats}")
-        cold = speed.run_train(overrides, data_dir, scratch / "run-cold", cache)
-        runs = [speed.run_train(overrides, data_dir, scratch / f"run-{i}", cache)
+        cold = timing.run_train(overrides, data_dir, scratch / "run-cold", cache)
+        runs = [timing.run_train(overrides, data_dir, scratch / f"run-{i}", cache)
                 for i in range(args.repeats)]
-        reached = [speed.time_to_target(run, args.target) for run in runs]
+        reached = [timing.time_to_target(run, args.target) for run in runs]
         add("process_seconds", f"whole bin/train {train_flags(overrides)}", "s",
-            speed.summarize([run.seconds for run in runs]))
-        add("process_seconds_cold_cache", "  the same, empty compilation cache", "s", speed.summarize([cold.seconds]))
+            timing.spread([run.seconds for run in runs]))
+        add("process_seconds_cold_cache", "  the same, empty compilation cache", "s", timing.spread([cold.seconds]))
         add("val_target_from_start_seconds", f"{percent} validation, from process start", "s",
-            speed.summarize([r["val_from_start"] for r in reached]))
+            timing.spread([r["val_from_start"] for r in reached]))
         add("val_target_training_seconds", f"{percent} validation, training time", "s",
-            speed.summarize([r["val_training"] for r in reached]))
+            timing.spread([r["val_training"] for r in reached]))
         add("test_target_from_start_seconds", f"{percent} test, from process start", "s",
-            speed.summarize([r["test_from_start"] for r in reached]))
+            timing.spread([r["test_from_start"] for r in reached]))
         add("test_target_training_seconds", f"{percent} test, training time", "s",
-            speed.summarize([r["test_training"] for r in reached]))
+            timing.spread([r["test_training"] for r in reached]))
         add("test_accuracy_percent", "test accuracy", "%",
-            speed.summarize([100 * run.summary["test_accuracy"] for run in runs]))
+            timing.spread([100 * run.summary["test_accuracy"] for run in runs]))
         add("peak_rss_mib", "peak memory of bin/train (RSS)", "MiB",
-            speed.summarize([run.peak_rss_bytes / 2**20 for run in [cold, *runs]]))
+            timing.spread([run.peak_rss_bytes / 2**20 for run in [cold, *runs]]))
         log("bench: bin/predict cold starts")
-        image = speed.digit_image(data.test, scratch / "digit.png")
+        image = timing.digit_image(data.test, scratch / "digit.png")
         add("predict_cold_start_seconds", "bin/predict, one image, cold start", "s",
-            speed.predict_latency(image, runs[0].workdir, cache, args.repeats))
+            timing.predict_latency(image, runs[0].workdir, cache, args.repeats))
 
     for batch_size in args.batch_sizes:
         log(f"bench: train_step at batch {batch_size}")
-        result = speed.train_throughput(config, data.train, batch_size, args.steps, args.repeats)
+        result = timing.train_throughput(config, data.train, batch_size, args.steps, args.repeats)
         add(f"train_images_per_second_batch_{batch_size}", f"train_step, batch {batch_size}", "img/s",
             result["images_per_second"])
         add(f"compile_seconds_batch_{batch_size}", f"  its compile, batch {batch_size}", "s",
-            speed.summarize([result["compile_seconds"]]))
+            timing.spread([result["compile_seconds"]]))
     log("bench: evaluation")
     add("eval_images_per_second", f"evaluate, batch {config.train.eval_batch_size}", "img/s",
-        speed.eval_throughput(config, data.test, args.repeats))
-    measured_on["load_average_1min_end"] = speed.machine()["load_average_1min"]
+        timing.eval_throughput(config, data.test, args.repeats))
+    measured_on["load_average_1min_end"] = timing.machine()["load_average_1min"]
     return {"machine": measured_on, "preset": args.preset, "overrides": overrides, "target": args.target,
             "repeats": args.repeats, "config": config_lib.to_dict(config), "figures": figures}
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.data.mnist import NUM_CLASSES
 
 FONT_CONDITION = "handwriting-fonts"
 SCAN_CONDITION = "sklearn-digits"  # UCI optdigits: 8x8 scans by 43 writers, shipped with scikit-learn
@@ -108,7 +109,7 @@ def render_fonts(fonts: list[Path], per_digit: int, seed: int):
 
     rng = np.random.default_rng([seed, 1_000])
     for font in fonts:
-        for digit in range(10):
+        for digit in range(NUM_CLASSES):
             for _ in range(per_digit):
                 yield render_font_digit(font, digit, rng), digit, font.stem
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.data.mnist import NUM_CLASSES
 from mnist_jax.writable import make_writable
 
 FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}
@@ -81,7 +82,7 @@ def print_summary(summary: dict) -> None:
         print(f"  {run['run']}: checkpoint step {run['step']}, temperature {run['temperature']:.3f}")
     print(f"accuracy {100 * summary['accuracy']:.2f}% ({summary['errors']} errors), loss {summary['loss']:.4f}, "
           f"expected calibration error {100 * summary['expected_calibration_error']:.2f}%")
-    print("digit     " + "".join(f"{digit:>8}" for digit in range(10)))
+    print("digit     " + "".join(f"{digit:>8}" for digit in range(NUM_CLASSES)))
     print("accuracy  " + "".join(f"{100 * a:7.2f}%" for a in summary["per_class_accuracy"]))
     print(f"written to {summary['out']}: summary.json {' '.join(FIGURES.values())}")
 

@@ -12,15 +12,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mnist_jax.data.dataset import VERSION
+from mnist_jax.data import mnist
 from mnist_jax.data.sources import MnistArrays
 
 
 class MnistBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes arrays in tfds's `mnist:3.0.1` layout; records keep the source order."""
 
-    name = "mnist"
-    VERSION = tfds.core.Version(VERSION)
+    name = mnist.NAME
+    VERSION = tfds.core.Version(mnist.VERSION)
 
     def __init__(self, *, arrays: MnistArrays | None = None, **kwargs):
         self._arrays = arrays
@@ -31,8 +31,8 @@ class MnistBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             builder=self,
             description="The MNIST database of handwritten digits.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(num_classes=10),
+                "image": tfds.features.Image(shape=mnist.IMAGE_SHAPE),
+                "label": tfds.features.ClassLabel(num_classes=mnist.NUM_CLASSES),
             }),
             supervised_keys=("image", "label"),
             homepage="http://yann.lecun.com/exdb/mnist/",

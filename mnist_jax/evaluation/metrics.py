@@ -13,10 +13,10 @@ import numpy as np
 
 from mnist_jax.config import AugmentConfig
 from mnist_jax.data.augment import augment
+from mnist_jax.data.mnist import NUM_CLASSES as CLASSES
 from mnist_jax.inference.predict import predict
 from mnist_jax.training.step import TrainState, scale_images
 
-CLASSES = 10
 CALIBRATION_BINS = 15
 # Test-time views: small moves that keep a digit what it is, even for a model trained without augmentation.
 TTA_AUGMENT = AugmentConfig(rotation=6.0, scale=0.05, translation=1.0)

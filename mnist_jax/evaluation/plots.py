@@ -60,8 +60,8 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> Path:
             dark = image.norm(np.log1p(count)) > 0.6
             axes.text(col, row, str(count), ha="center", va="center", fontsize=7 if row == col else 8,
                       color="white" if dark else "black")
-    axes.set_xticks(range(10))
-    axes.set_yticks(range(10))
+    axes.set_xticks(range(len(confusion)))
+    axes.set_yticks(range(len(confusion)))
     axes.set_xlabel("predicted digit")
     axes.set_ylabel("true digit")
     axes.set_title(title)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from mnist_jax.data.mnist import NUM_CLASSES
 from mnist_jax.training.step import TrainState, inference_logits, padded_batches, scale_images
 
 BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
@@ -27,7 +28,7 @@ def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE,
     `temperature`: a checkpoint's `Restored.temperature` calibrates them; 1.0 gives the raw softmax.
     """
     if len(images) == 0:
-        return np.zeros((0, 10), np.float32)
+        return np.zeros((0, NUM_CLASSES), np.float32)
     temperature = float(temperature)  # a weakly typed scalar, like the default: one compile for every value
     parts = [
         np.asarray(predict_probs(state, batch["image"], temperature))[batch["mask"] > 0]

@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from mnist_jax.config import ModelConfig
-
-NUM_CLASSES = 10
+from mnist_jax.data.mnist import NUM_CLASSES
 
 
 def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:

@@ -20,6 +20,7 @@ import numpy as np
 
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Split
+from mnist_jax.data.mnist import NUM_CLASSES
 from mnist_jax.errors import MnistJaxError, TeacherError
 from mnist_jax.evaluation.metrics import ensemble_probabilities
 from mnist_jax.run_dir import RunDir
@@ -54,9 +55,9 @@ def teacher_targets(config: Config, workdir: Path, split: Split, log: Callable[[
         probabilities = np.load(path)
     except (OSError, ValueError, EOFError) as error:
         raise TeacherError(f"cannot read the teachers' kept probabilities {path} ({error})", path, "delete") from None
-    if probabilities.shape != (len(split.labels), 10):
+    if probabilities.shape != (len(split.labels), NUM_CLASSES):
         raise TeacherError(f"{path} holds probabilities of shape {probabilities.shape}, not "
-                           f"({len(split.labels)}, 10) for this run's training images", path, "delete")
+                           f"({len(split.labels)}, {NUM_CLASSES}) for this run's training images", path, "delete")
     log(f"teachers: their probabilities on the {len(split.labels):,} training images read from {path}")
     return probabilities
 

@@ -27,7 +27,7 @@ from mnist_jax.run_dir import RunDir
 from mnist_jax.training.step import create_train_state, evaluate, train_step
 
 
-def summarize(values: list[float | None]) -> dict:
+def spread(values: list[float | None]) -> dict:
     """Returns {"median", "min", "max", "values"} of the measured values (None: not reached)."""
     reached = [v for v in values if v is not None]
     middle = statistics.median(reached) if reached else None
@@ -90,7 +90,7 @@ def train_throughput(config: Config, train: Split, batch_size: int, steps: int, 
     """Times `train_step` on one device-resident batch of real images at `batch_size`.
 
     Returns {"compile_seconds": first call minus one steady step, "images_per_second":
-    summarize(...) over `repeats` timings of `steps` steps each}.
+    spread(...) over `repeats` timings of `steps` steps each}.
     """
     config = config.replace(train={"batch_size": batch_size})
     state = create_train_state(config, jax.random.key(0))
@@ -108,7 +108,7 @@ def train_throughput(config: Config, train: Split, batch_size: int, steps: int, 
         jax.block_until_ready(metrics)
         rates.append(steps * batch_size / (time.perf_counter() - started))
     step_seconds = batch_size / statistics.median(rates)
-    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": summarize(rates)}
+    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": spread(rates)}
 
 
 def eval_throughput(config: Config, split: Split, repeats: int) -> dict:
@@ -120,7 +120,7 @@ def eval_throughput(config: Config, split: Split, repeats: int) -> dict:
         started = time.perf_counter()
         evaluate(state, split.images, split.labels, config.train.eval_batch_size)
         rates.append(len(split.labels) / (time.perf_counter() - started))
-    return summarize(rates)
+    return spread(rates)
 
 
 def predict_latency(image: Path, run_dir: Path, cache_dir: Path, repeats: int) -> dict:
@@ -134,7 +134,7 @@ def predict_latency(image: Path, run_dir: Path, cache_dir: Path, repeats: int) -
         seconds.append(time.perf_counter() - started)
         if result.returncode != 0:
             raise RuntimeError(f"bin/predict exited with {result.returncode}: {result.stderr[-2000:]}")
-    return summarize(seconds)
+    return spread(seconds)
 
 
 def machine() -> dict:
