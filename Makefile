@@ -26,19 +26,17 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/python -m pytest -m "not mnist" $(PYTEST_ARGS)
 
-# The strongest single-model recipe measured (99.69% mean over 3 seeds, see the README): three
+# The strongest single-model recipe measured (99.69% mean over 3 seeds, see docs/experiments.md): three
 # teachers, then `accurate` distilled from them as they label each augmented batch. Every stage is a
 # bin/train run under $(DISTILLED): a finished one is skipped and an interrupted one resumed, so
 # running it again carries on where it stopped.
 DISTILLED ?= runs/distilled
 distilled: setup
-	bin/train --preset best --train.seed 0 --workdir $(DISTILLED)/teacher-best
-	bin/train --preset accurate --model.norm batch --train.epochs 30 --train.seed 1 --workdir $(DISTILLED)/teacher-batchnorm
-	bin/train --preset accurate --model.conv_features 32,64,128 --model.kernel_sizes 5,3,3 --train.epochs 24 \
-		--train.seed 0 --workdir $(DISTILLED)/teacher-conv3
-	bin/train --preset accurate --train.distillation 0.9 --train.teacher_views augmented --train.seed 0 \
-		--train.teachers $(DISTILLED)/teacher-best,$(DISTILLED)/teacher-batchnorm,$(DISTILLED)/teacher-conv3 \
-		--workdir $(DISTILLED)/student
+	bin/train --config configs/best.json --train.seed 0 --workdir $(DISTILLED)/teacher-best
+	bin/train --config configs/accurate-batchnorm.json --train.seed 1 --workdir $(DISTILLED)/teacher-batchnorm
+	bin/train --config configs/accurate-conv3.json --train.seed 0 --workdir $(DISTILLED)/teacher-conv3
+	bin/train --config configs/distilled-student.json --train.seed 0 --workdir $(DISTILLED)/student \
+		--train.teachers $(DISTILLED)/teacher-best,$(DISTILLED)/teacher-batchnorm,$(DISTILLED)/teacher-conv3
 
 # The README's figures: the plots of a finished run (default: the newest).
 RUN ?= runs/latest

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
@@ -138,12 +139,28 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line_naming_what_it_la
         checkpoint.restore(tmp_path, "latest")
 
 
-def test_a_checkpoint_of_an_unknown_format_version_is_refused(trained_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(trained_run.path, run)
-    step = saved_steps(run / "checkpoints")[-1]
-    (run / "checkpoints" / str(step) / "format" / "format").write_text('{"version": 99}')
-    with pytest.raises(CheckpointFormatError, match=f"step {step} .* is of format 99; this version of mnist_jax "
+def test_a_checkpoint_of_an_unknown_format_version_is_refused(trained_run, tmp_path, monkeypatch):
+    run = checkpoint.restore(trained_run.path, "latest")
+    manager = checkpoint.open_manager(tmp_path)
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)  # what a later version of mnist_jax would write
+    checkpoint.save(manager, run.step, run.state, run.config, None, {})
+    checkpoint.finish(manager)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointFormatError, match=f"step {run.step} .* is of format 99; this version of mnist_jax "
                                                     f"reads format {checkpoint.FORMAT_VERSION}") as error:
-        checkpoint.restore(run, str(step))
+        checkpoint.restore(tmp_path, "latest")
     assert error.value.found == 99
+
+
+def test_holding_back_abandoned_reads_keeps_every_other_report(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_value))
+    checkpoint._hold_back_abandoned_reads.cache_clear()
+    checkpoint._hold_back_abandoned_reads()
+    try:
+        abandoned, other = RuntimeError("Event loop is closed"), ValueError("a bug elsewhere")
+        for error in (abandoned, other):
+            sys.unraisablehook(types.SimpleNamespace(exc_value=error))
+        assert seen == [other]
+    finally:
+        checkpoint._hold_back_abandoned_reads.cache_clear()

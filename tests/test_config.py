@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import run_tool
+from conftest import ROOT, run_tool
 
 from mnist_jax import config as config_lib
 from mnist_jax.errors import ConfigError
@@ -111,3 +111,23 @@ def test_train_cli_reads_a_config_file_and_reports_a_broken_one(tmp_path):
     unknown.write_text(json.dumps({"train": {"warmup": 3}}))
     result = run_tool("train", "--config", str(unknown))
     assert result.returncode == 2 and "unknown config field train.warmup" in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda path: path.stem)
+def test_every_recipe_file_builds_a_valid_config_and_records_its_measured_result(path):
+    recipe = json.loads(path.read_text())
+    config = config_lib.from_recipe(recipe)
+    assert config_lib.from_dict(config_lib.to_dict(config)) == config
+    measured = recipe["measured"]
+    assert measured["test_accuracy"] and measured["machine"]
+    page, _, anchor = measured["record"].partition("#")
+    assert (ROOT / page).is_file() and anchor
+
+
+def test_a_recipe_file_is_its_preset_with_its_sections_over_it(tmp_path):
+    recipe = {"preset": "fast", "measured": {"note": "ignored"}, "train": {"epochs": 1}}
+    config = config_lib.from_recipe(recipe)
+    assert config == config_lib.PRESETS["fast"].replace(train={"epochs": 1})
+    assert config_lib.from_recipe(recipe, preset="tiny") == config_lib.PRESETS["tiny"].replace(train={"epochs": 1})
+    with pytest.raises(ConfigError, match="unknown config section 'trian'"):
+        config_lib.from_recipe({"trian": {}})

@@ -206,8 +206,8 @@ def test_train_cli_distills_a_run_and_refuses_teachers_it_cannot_use(trained_run
     assert leaky.stderr.strip() == (f"error: teacher {trained_run.path.resolve()} trained on images this run "
                                     "validates on (its data.validation_size 5000 < 6000); distill only from runs "
                                     "that held out at least as many")
-    assert missing.stderr.strip() == (f"error: teacher {(tmp_path / 'nowhere').resolve()} (train.teachers) does not "
-                                      "exist; name run directories written by bin/train")
+    assert missing.stderr.strip() == (f"error: teacher {(tmp_path / 'nowhere').resolve()} (train.teachers) is not a "
+                                      "run directory")
     for refused, name in ((leaky, "leaky"), (missing, "missing")):
         assert refused.returncode != 0
         assert not (tmp_path / name / "config.json").exists()

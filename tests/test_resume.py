@@ -155,7 +155,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_good_checkpoints(tm
     kept = committed_steps(workdir)
     assert kept, "the run diverged before its first checkpoint; the test needs one"
     assert re.fullmatch(r"error: (training loss became (nan|inf|-inf) at step \d+|the parameters became non-finite "
-                        rf"by step \d+); the last good checkpoint is step {kept[-1]}; lower train.learning_rate and "
+                        rf"by step \d+); the last good checkpoint is step {kept[-1]}; lower --train.learning_rate and "
                         "train again with --fresh", message), message
     for step in kept:
         restored = checkpoint.restore(workdir, str(step))

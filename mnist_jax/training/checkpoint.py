@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
+import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -23,6 +26,39 @@ from mnist_jax.errors import CheckpointFormatError, DamagedCheckpoint, NoCheckpo
 from mnist_jax.run_dir import RunDir, saved_steps
 from mnist_jax.training.step import TrainState, create_train_state
 from mnist_jax.writable import check_writable
+
+def _is_abandoned_read(error: BaseException | None, message: str = "") -> bool:
+    """Whether `error` (or a logged `message`) reports an orbax read abandoned by a failed restore."""
+    text = message or str(error)
+    return ("Encountered error while reading array index" in text or "Event loop is closed" in text
+            or (message.startswith("Task exception was never retrieved") and "orbax/checkpoint" in message))
+
+
+class _AbandonedReads(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _is_abandoned_read(None, record.getMessage())
+
+
+@functools.cache
+def _hold_back_abandoned_reads() -> None:
+    """From the first failed restore on, drops the reports of its other reads, and only those.
+
+    When one array of a checkpoint cannot be read, restore raises (`DamagedCheckpoint` says which),
+    while the reads of the other arrays still finish, fail, and call back into orbax's closed event
+    loop from tensorstore's threads: Python reports each as an unraisable exception, asyncio logs
+    it as "Task exception was never retrieved", or it is never awaited. Every other report is kept.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not _is_abandoned_read(unraisable.exc_value):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_AbandonedReads())
+    # Reads never started when the loop closed are collected at exit, each with a warning.
+    warnings.filterwarnings("ignore", r"coroutine '(_read\w*|async_deserialize)' was never awaited", RuntimeWarning)
+
 
 FORMAT_VERSION = 1  # what a checkpoint holds: state (step, params, opt_state, batch_stats, ema_params), config, progress
 
@@ -188,12 +224,14 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, config: Config, sh
     try:
         state = _restore_tree(manager, step, target)
     except ValueError as error:
+        _hold_back_abandoned_reads()
         if "tree structures do not match" in str(error):
             raise CheckpointFormatError(f"checkpoint step {step} in {manager.directory} is not a train state that "
                                         f"this version of mnist_jax reads: {_layout(manager, step)}",
                                         Path(manager.directory), None) from None
         raise DamagedCheckpoint(manager.directory, step, _reason("state", error)) from None
     except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise bare Exceptions for unreadable files
+        _hold_back_abandoned_reads()
         raise DamagedCheckpoint(manager.directory, step, _reason("state", error)) from None
     # Truncated array files can read back as garbage instead of failing: the values must be finite.
     if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params)):
