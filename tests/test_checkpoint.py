@@ -152,6 +152,19 @@ def test_a_checkpoint_of_an_unknown_format_version_is_refused(trained_run, tmp_p
     assert error.value.found == 99
 
 
+def test_a_checkpoint_saved_before_checkpoints_recorded_their_format_still_restores(tmp_path):
+    import orbax.checkpoint as ocp
+
+    state = create_train_state(TINY, jax.random.key(0))
+    with ocp.CheckpointManager(tmp_path.absolute()) as manager:  # what main wrote before format versions
+        manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                config=ocp.args.JsonSave(config_lib.to_dict(TINY)),
+                                                progress=ocp.args.JsonSave({})))
+    restored = checkpoint.restore(tmp_path, "latest")
+    assert restored.step == 7 and restored.config == TINY
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.state.params), jax.device_get(state.params))
+
+
 def test_holding_back_abandoned_reads_keeps_every_other_report(monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_value))

@@ -54,8 +54,7 @@ def teacher_arguments(config, splits, seed: int) -> dict:
 
 
 @pytest.mark.parametrize("checkpoint_every, augment, model, train", [
-    (0, {}, {}, {}), (5, {"rotation": 8.0, "translation": 1.5}, {}, {}), (0, {}, *RESNET), (5, {}, *DISTILLED),
-    (5, {"rotation": 8.0}, *ONLINE)])
+    (0, {}, {}, {}), (0, {}, *RESNET), (5, {}, *DISTILLED), (5, {"rotation": 8.0, "translation": 1.5}, *ONLINE)])
 def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, augment, model, train):
     config = SMALL.replace(train={"checkpoint_every": checkpoint_every, **train}, augment=augment, model=model)
     keys = run_keys(0)
