@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2: the package laid out by workflow stage (data, model, training, inference, evaluation)
 
 _EXPORTS = {
     "mnist_jax.config": ("AugmentConfig", "Config", "DataConfig", "ModelConfig", "TrainConfig", "get_preset"),
