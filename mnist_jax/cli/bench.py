@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", type=float, default=0.99, help="accuracy to time (default 0.99)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     add_data_arguments(parser)
-    add_config_arguments(parser)
-    parser.set_defaults(preset=None)
+    add_config_arguments(parser, default_preset="fast")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""What every command-line tool shares: quiet library logging, data flags, error handling."""
+"""What every command-line tool shares: config and data flags, quiet library logging, one-line errors."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def quiet_libraries() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds --preset, --config and one --section.field flag per config field."""
-    parser.add_argument("--preset", help=f"named config: {', '.join(config_lib.PRESETS)} (default: default)")
+def add_config_arguments(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
+    """Adds --preset (its help naming `default_preset`), --config and one --section.field flag per config field."""
+    parser.add_argument("--preset", help=f"named config: {', '.join(config_lib.PRESETS)} (default: {default_preset})")
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help='recipe file (configs/*.json): config sections over its "preset"; flags apply over it')
     defaults = config_lib.to_dict(config_lib.PRESETS["default"])

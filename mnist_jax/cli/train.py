@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--workdir", type=Path,
-                        help="run directory (default: RUNS_DIR/<preset>-<date>-<time>); "
+                        help="run directory (default: RUNS_DIR/<preset or config file>-<date>-<time>); "
                              "an existing run there is resumed from its latest checkpoint")
     parser.add_argument("--fresh", action="store_true",
                         help="start the run in --workdir over, deleting its checkpoints and metrics")
@@ -92,7 +92,8 @@ def point_latest(runs_dir: Path, workdir: Path) -> None:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    workdir = args.workdir or args.runs_dir / f"{args.preset or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.preset or (args.config.stem if args.config else "default")
+    workdir = args.workdir or args.runs_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = RunDir(workdir)
     config = choose_config(args, run)
     if not args.fresh and (summary := run.read_summary()) is not None:
