@@ -21,10 +21,6 @@ from mnist_jax.run_dir import RunDir
 from mnist_jax.training import trainer
 from mnist_jax.training.checkpoint import restore
 from mnist_jax.training.step import StepOptions, create_train_state, scale_images, train_step
-
-TEACHERS = RunDir(".").teacher_probabilities.name
-TEACHER_STEPS = RunDir(".").teacher_steps.name
-
 from mnist_jax.training.teachers import (
     keep_teacher_steps,
     keep_teachers,
@@ -34,6 +30,9 @@ from mnist_jax.training.teachers import (
 )
 
 TINY = config_lib.get_preset("tiny")
+
+TEACHERS = RunDir(".").teacher_probabilities.name
+TEACHER_STEPS = RunDir(".").teacher_steps.name
 
 
 @pytest.fixture(scope="module")

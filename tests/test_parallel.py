@@ -162,5 +162,6 @@ def test_a_batch_that_does_not_split_over_the_devices_stops_before_compiling(tmp
     result = run_tool("train", "--train.batch_size", "60", "--data-dir", str(data_dir), "--data-source", "prepared",
                       "--workdir", str(tmp_path / "run"), env_extra=EIGHT_DEVICES)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: train.batch_size=60 does not split over 8 devices: it must be a multiple of 8"
+    assert result.stderr.strip() == ("error: train.batch_size=60 does not split over 8 devices: it must be a multiple "
+                                     "of 8")
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -57,7 +57,8 @@ def bad_files(tmp_path_factory, image_files):
     huge = directory / "huge.png"
     Image.new("L", (400, 300), 255).save(huge)  # over the --max-pixels given below
     return {text: "not an image", empty: "empty file", truncated: "damaged or truncated", blank: "no ink found",
-            huge: "larger than the 100,000-pixel limit; crop or shrink it (or raise --max-pixels)", directory / "missing.png": "no such file"}
+            huge: "larger than the 100,000-pixel limit; crop or shrink it (or raise --max-pixels)",
+            directory / "missing.png": "no such file"}
 
 
 def test_predict_reads_users_files_and_reports_each_bad_one(trained_run, image_files, bad_files):

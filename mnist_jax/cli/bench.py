@@ -55,7 +55,8 @@ def bench_config(args: argparse.Namespace) -> tuple[config_lib.Config, dict[str,
     and the bin/train flags that give it: --preset, --config and the --section.field flags."""
     if args.preset is None and args.config is None:
         args.preset = "fast"
-    flags = {name: str(value) for name, value in (("preset", args.preset), ("config", args.config)) if value is not None}
+    given = {"preset": args.preset, "config": args.config}
+    flags = {name: str(value) for name, value in given.items() if value is not None}
     return resolve_config(args), {**flags, **config_overrides(args)}
 
 

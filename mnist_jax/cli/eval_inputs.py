@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scans", type=int, default=-1, metavar="N",
                         help="scikit-learn's 8x8 digit scans to read (needs scikit-learn; default -1: all 1,797; 0: none)")
     parser.add_argument("--conditions", metavar="NAME,...",
-                        help="comma-separated subset of the render conditions (default: all; an unknown name lists them)")
+                        help="comma-separated render conditions (default: all; an unknown name lists them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--gallery", type=Path, metavar="PNG",
                         help="also write a gallery: one input per condition, what the model saw, its prediction")

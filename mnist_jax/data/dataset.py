@@ -127,9 +127,11 @@ def load(data_dir: Path) -> MnistArrays:
 def verify(arrays: MnistArrays) -> None:
     """Checks MNIST's known invariants; raises DataError naming the first one that fails."""
     train_x = arrays.train_images
+    test_x = arrays.test_images
     checks = [
-        ("training images shape", train_x.shape == (mnist.TRAIN_IMAGES, *mnist.IMAGE_SHAPE) and train_x.dtype == np.uint8),
-        ("test images shape", arrays.test_images.shape == (mnist.TEST_IMAGES, *mnist.IMAGE_SHAPE) and arrays.test_images.dtype == np.uint8),
+        ("training images shape",
+         train_x.shape == (mnist.TRAIN_IMAGES, *mnist.IMAGE_SHAPE) and train_x.dtype == np.uint8),
+        ("test images shape", test_x.shape == (mnist.TEST_IMAGES, *mnist.IMAGE_SHAPE) and test_x.dtype == np.uint8),
         ("training label counts", _class_counts(arrays.train_labels) == mnist.TRAIN_CLASS_COUNTS),
         ("test label counts", _class_counts(arrays.test_labels) == mnist.TEST_CLASS_COUNTS),
         ("first training labels", tuple(arrays.train_labels[:5]) == mnist.TRAIN_FIRST_LABELS),

@@ -27,40 +27,8 @@ from mnist_jax.run_dir import RunDir, saved_steps
 from mnist_jax.training.step import TrainState, create_train_state
 from mnist_jax.writable import check_writable
 
-def _is_abandoned_read(error: BaseException | None, message: str = "") -> bool:
-    """Whether `error` (or a logged `message`) reports an orbax read abandoned by a failed restore."""
-    text = message or str(error)
-    return ("Encountered error while reading array index" in text or "Event loop is closed" in text
-            or (message.startswith("Task exception was never retrieved") and "orbax/checkpoint" in message))
-
-
-class _AbandonedReads(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not _is_abandoned_read(None, record.getMessage())
-
-
-@functools.cache
-def _hold_back_abandoned_reads() -> None:
-    """From the first failed restore on, drops the reports of its other reads, and only those.
-
-    When one array of a checkpoint cannot be read, restore raises (`DamagedCheckpoint` says which),
-    while the reads of the other arrays still finish, fail, and call back into orbax's closed event
-    loop from tensorstore's threads: Python reports each as an unraisable exception, asyncio logs
-    it as "Task exception was never retrieved", or it is never awaited. Every other report is kept.
-    """
-    previous = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if not _is_abandoned_read(unraisable.exc_value):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(_AbandonedReads())
-    # Reads never started when the loop closed are collected at exit, each with a warning.
-    warnings.filterwarnings("ignore", r"coroutine '(_read\w*|async_deserialize)' was never awaited", RuntimeWarning)
-
-
-FORMAT_VERSION = 1  # what a checkpoint holds: state (step, params, opt_state, batch_stats, ema_params), config, progress
+# What a checkpoint holds: state (step, params, opt_state, batch_stats, ema_params), config, progress.
+FORMAT_VERSION = 1
 
 
 def _best_metric(metrics: dict) -> float:
@@ -217,6 +185,39 @@ def _read(manager: ocp.CheckpointManager, step: int, item: str, args, convert):
         return convert(manager.restore(step, args=ocp.args.Composite(**{item: args}))[item])
     except Exception as error:  # noqa: BLE001 - orbax/tensorstore raise bare Exceptions for unreadable files
         raise DamagedCheckpoint(manager.directory, step, _reason(item, error)) from None
+
+
+def _is_abandoned_read(error: BaseException | None, message: str = "") -> bool:
+    """Whether `error` (or a logged `message`) reports an orbax read abandoned by a failed restore."""
+    text = message or str(error)
+    return ("Encountered error while reading array index" in text or "Event loop is closed" in text
+            or (message.startswith("Task exception was never retrieved") and "orbax/checkpoint" in message))
+
+
+class _AbandonedReads(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _is_abandoned_read(None, record.getMessage())
+
+
+@functools.cache
+def _hold_back_abandoned_reads() -> None:
+    """From the first failed restore on, drops the reports of its other reads, and only those.
+
+    When one array of a checkpoint cannot be read, restore raises (`DamagedCheckpoint` says which),
+    while the reads of the other arrays still finish, fail, and call back into orbax's closed event
+    loop from tensorstore's threads: Python reports each as an unraisable exception, asyncio logs
+    it as "Task exception was never retrieved", or it is never awaited. Every other report is kept.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not _is_abandoned_read(unraisable.exc_value):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_AbandonedReads())
+    # Reads never started when the loop closed are collected at exit, each with a warning.
+    warnings.filterwarnings("ignore", r"coroutine '(_read\w*|async_deserialize)' was never awaited", RuntimeWarning)
 
 
 def _restore_state(manager: ocp.CheckpointManager, step: int, config: Config, sharding) -> TrainState:
