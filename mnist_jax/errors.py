@@ -6,6 +6,7 @@ adds what to type. Every class derives from `MnistJaxError`.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 
@@ -49,11 +50,11 @@ class ImageError(MnistJaxError):
         self.problem, self.path = problem, path
 
     def at(self, path: Path | str) -> ImageError:
-        """Returns the same error naming `path` (keeps a path it has)."""
+        """Returns the same error naming `path` (one that names a file already is returned as it is)."""
         if self.path is not None:
             return self
-        error = type(self).__new__(type(self))
-        ImageError.__init__(error, self.problem, path)
+        error = copy.copy(self)  # keeps the subclass and its fields, such as ImageTooLarge.limit
+        error.path, error.args = path, (f"{path}: {self.problem}",)
         return error
 
 
@@ -67,11 +68,6 @@ class ImageTooLarge(ImageError):
     def __init__(self, problem: str, path: Path | str | None = None, limit: int = 0):
         super().__init__(problem, path)
         self.limit = limit
-
-    def at(self, path: Path | str) -> ImageError:
-        error = super().at(path)
-        error.limit = self.limit
-        return error
 
 
 class NoInk(ImageError):
