@@ -187,16 +187,15 @@ def _read(manager: ocp.CheckpointManager, step: int, item: str, args, convert):
         raise DamagedCheckpoint(manager.directory, step, _reason(item, error)) from None
 
 
-def _is_abandoned_read(error: BaseException | None, message: str = "") -> bool:
-    """Whether `error` (or a logged `message`) reports an orbax read abandoned by a failed restore."""
-    text = message or str(error)
+def _reports_abandoned_read(text: str) -> bool:
+    """Whether `text` (an error's or a log record's) reports an orbax read abandoned by a failed restore."""
     return ("Encountered error while reading array index" in text or "Event loop is closed" in text
-            or (message.startswith("Task exception was never retrieved") and "orbax/checkpoint" in message))
+            or (text.startswith("Task exception was never retrieved") and "orbax/checkpoint" in text))
 
 
 class _AbandonedReads(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _is_abandoned_read(None, record.getMessage())
+        return not _reports_abandoned_read(record.getMessage())
 
 
 @functools.cache
@@ -211,7 +210,7 @@ def _hold_back_abandoned_reads() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
-        if not _is_abandoned_read(unraisable.exc_value):
+        if not _reports_abandoned_read(str(unraisable.exc_value)):
             previous(unraisable)
 
     sys.unraisablehook = hook
@@ -281,8 +280,9 @@ def _locate(path: Path, which: str) -> tuple[Path, int | None]:
     """Returns (checkpoints directory, step or None) for a run, checkpoints or step path."""
     if not path.is_dir():
         raise NoCheckpoint(f"run directory {path} does not exist", path, no_run=True)
-    if RunDir(path).checkpoints.is_dir():
-        return RunDir(path).checkpoints, _parse_which(which)
+    checkpoints = RunDir(path).checkpoints
+    if checkpoints.is_dir():
+        return checkpoints, _parse_which(which)
     if path.name.isdigit() and (path / "state").is_dir():
         return path.parent, int(path.name)
     if saved_steps(path):
