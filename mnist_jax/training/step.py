@@ -9,6 +9,7 @@ padding) rows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -84,8 +85,13 @@ class TrainState(train_state.TrainState):
         return state.replace(ema_params=ema_update(self.ema_params, state.params, decay))
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def create_train_state(config: Config, rng: jax.Array) -> TrainState:
-    """Returns a fresh TrainState (step 0, initialised variables, optimizer state) for `config`."""
+    """Returns a fresh TrainState (step 0, initialised variables, optimizer state) for `config`.
+
+    Jitted once per config: every state of a config then shares one model and optimizer, so the steps
+    compiled for one state serve the next (and init's many small ops do not each compile eagerly).
+    """
     model = create_model(config.model)
     total_steps = config.train.epochs * steps_per_epoch(config)
     variables = init_variables(model, rng)
