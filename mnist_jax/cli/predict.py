@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnist_jax.inference import report
     from mnist_jax.inference.files import expand_inputs
-    from mnist_jax.inference.predict import predict, top_k
+    from mnist_jax.inference.predict import predict
+    from mnist_jax.inference.report import top_k
     from mnist_jax.training import checkpoint
 
     files, failures = expand_inputs(args.images)

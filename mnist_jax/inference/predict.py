@@ -36,8 +36,3 @@ def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE,
     ]
     return np.concatenate(parts)
 
-
-def top_k(probabilities: np.ndarray, k: int = 3) -> list[list[tuple[int, float]]]:
-    """Returns, per row of (N, 10) probabilities, the k most likely (digit, probability) pairs."""
-    order = np.argsort(-probabilities, axis=1)[:, :k]
-    return [[(int(d), float(row[d])) for d in digits] for row, digits in zip(probabilities, order, strict=True)]

@@ -12,12 +12,20 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
+
 Ranked = list[tuple[int, float]]  # (digit, probability), most likely first
+
+
+def top_k(probabilities: np.ndarray, k: int = 3) -> list[Ranked]:
+    """Returns, per row of (N, 10) probabilities, the k most likely (digit, probability) pairs."""
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    return [[(int(d), float(row[d])) for d in digits] for row, digits in zip(probabilities, order, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    file: Path
+    file: Path | str | None  # None: an upload without a name
     digits: list[Ranked]  # one ranking per digit, left to right
 
     @property
@@ -56,17 +64,23 @@ def _ranking_json(ranking: Ranked) -> list[dict]:
     return [{"digit": digit, "probability": round(probability, 6)} for digit, probability in ranking]
 
 
-def json_row(result: Result, number: bool, min_confidence: float) -> str:
-    """One JSON object: digit, probability, uncertain and top_k; for a number, the same per digit."""
+def json_fields(result: Result, number: bool, min_confidence: float) -> dict:
+    """The JSON object of one result: file, digit, probability, uncertain and top_k; for a number, the
+    number and the same fields per digit under "digits"."""
     uncertain = result.uncertain(min_confidence)
+    file = None if result.file is None else str(result.file)
     if number:
         digits = [{"digit": r[0][0], "probability": round(r[0][1], 6), "uncertain": i in uncertain,
                    "top_k": _ranking_json(r)} for i, r in enumerate(result.digits)]
-        return json.dumps({"file": str(result.file), "number": result.text, "uncertain": bool(uncertain),
-                           "digits": digits})
+        return {"file": file, "number": result.text, "uncertain": bool(uncertain), "digits": digits}
     ranking = result.digits[0]
-    return json.dumps({"file": str(result.file), "digit": ranking[0][0], "probability": round(ranking[0][1], 6),
-                       "uncertain": bool(uncertain), "top_k": _ranking_json(ranking)})
+    return {"file": file, "digit": ranking[0][0], "probability": round(ranking[0][1], 6),
+            "uncertain": bool(uncertain), "top_k": _ranking_json(ranking)}
+
+
+def json_row(result: Result, number: bool, min_confidence: float) -> str:
+    """`json_fields` as one line of JSON."""
+    return json.dumps(json_fields(result, number, min_confidence))
 
 
 CSV_COLUMNS = ("file", "digit", "probability", "runner_up", "runner_up_probability", "uncertain")
