@@ -154,3 +154,27 @@ class ClusterError(MnistJaxError):
     def __init__(self, message: str, incomplete: bool = False):
         super().__init__(message)
         self.incomplete = incomplete
+
+
+class RequestError(MnistJaxError):
+    """An HTTP request to bin/serve cannot be answered. `status`: the HTTP status that says why (4xx, 503)."""
+
+    status = 400
+
+
+class PayloadTooLarge(RequestError):
+    """The request body has more bytes than the server's limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """The request body is neither an image content type nor a multipart form."""
+
+    status = 415
+
+
+class Busy(RequestError):
+    """The server's queue of requests is full; the client should retry later."""
+
+    status = 503
