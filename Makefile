@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast distilled data docs evaluation-figures augment-figure gallery clean
+.PHONY: setup train test test-fast serve chromium distilled data docs evaluation-figures augment-figure gallery serve-screenshot clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: mnist_jax needs Python 3.11 or newer; run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test,eval]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test,eval,serve]'
 	touch $(STAMP)
 
 data: setup
@@ -19,12 +19,22 @@ data: setup
 train: setup
 	bin/train $(ARGS)
 
-test: setup
+test: setup chromium
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The pure-function tier: small synthetic data, no MNIST to prepare, no training run.
 test-fast: setup
 	$(VENV)/bin/python -m pytest -m "not mnist" $(PYTEST_ARGS)
+
+# The page and the API of a trained run (default: the newest) at http://127.0.0.1:8000/.
+serve: setup
+	bin/serve --run $(RUN)
+
+# The browser tests drive Debian's Chromium: installed through apt when missing (as root, or with sudo).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
 
 # The strongest single-model recipe measured (99.69% mean over 3 seeds, see docs/experiments.md): three
 # teachers, then `accurate` distilled from them as they label each augmented batch. Every stage is a
@@ -56,6 +66,10 @@ augment-figure: setup
 # The README's gallery and per-condition table: bin/predict's preprocessing on realistic renders.
 gallery: setup
 	bin/eval-inputs --run $(RUN) --gallery docs/gallery.png
+
+# docs/serve.png: bin/serve's page in headless Chromium with a test digit drawn on it.
+serve-screenshot: setup chromium
+	$(VENV)/bin/python -m mnist_jax.cli.serve_screenshot --run $(RUN) --out docs/serve.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # first 10,000 training images. It reaches about 96.7% on the real test set in ~10 s.
 SHORT_RUN = ["--preset", "default", "--data.train_size", "10000", "--train.batch_size", "64", "--train.epochs", "1"]
 SHORT_RUN_MIN_TEST_ACCURACY = 0.95
+# The run bin/serve's tests draw digits for: the fast preset as a user trains it (about 99.1% test, ~30 s).
+FAST_RUN = ["--preset", "fast"]
 
 
 def run_tool(tool: str, *args: str, timeout: float = 600, env_extra: dict | None = None,
@@ -112,7 +114,8 @@ def shared_runs_started(request, tmp_path_factory, compilation_cache):
     it (or build it themselves, and report the failure, if it failed)."""
     if any(item.get_closest_marker("mnist") for item in request.session.items):
         threading.Thread(target=lambda: _suppress(build_data_dir, tmp_path_factory) and
-                         _suppress(build_trained_run, tmp_path_factory), daemon=True).start()
+                         _suppress(build_trained_run, tmp_path_factory) and
+                         _suppress(build_fast_run, tmp_path_factory), daemon=True).start()
 
 
 def _suppress(build: Callable, tmp_path_factory) -> bool:
@@ -134,17 +137,26 @@ def build_data_dir(tmp_path_factory) -> Path:
                                                                                   log=lambda line: None))
 
 
-def build_trained_run(tmp_path_factory) -> TrainedRun:
+def build_run(tmp_path_factory, name: str, flags: list[str]) -> TrainedRun:
+    """Trains `flags` once per session with the real bin/train, as the run `name`."""
     data_dir = build_data_dir(tmp_path_factory)
 
     def train(runs: Path) -> None:
-        result = run_tool("train", *SHORT_RUN, "--data-dir", str(data_dir), "--data-source", "prepared",
-                          "--runs-dir", str(runs), "--workdir", str(runs / "short"))
+        result = run_tool("train", *flags, "--data-dir", str(data_dir), "--data-source", "prepared",
+                          "--runs-dir", str(runs), "--workdir", str(runs / name))
         assert result.returncode == 0, result.stderr
         (runs / "stdout.txt").write_text(result.stdout)
 
-    runs = built_once(tmp_path_factory, "runs", train)
-    return TrainedRun(path=runs / "short", stdout=(runs / "stdout.txt").read_text())
+    runs = built_once(tmp_path_factory, f"runs-{name}", train)
+    return TrainedRun(path=runs / name, stdout=(runs / "stdout.txt").read_text())
+
+
+def build_trained_run(tmp_path_factory) -> TrainedRun:
+    return build_run(tmp_path_factory, "short", SHORT_RUN)
+
+
+def build_fast_run(tmp_path_factory) -> TrainedRun:
+    return build_run(tmp_path_factory, "fast", FAST_RUN)
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +175,12 @@ def trained_run(tmp_path_factory, data_dir) -> TrainedRun:
     """A run written by the real train CLI (see SHORT_RUN), shared by the workers: tests copy it before
     changing it."""
     return build_trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory, data_dir) -> TrainedRun:
+    """A run of the fast preset (see FAST_RUN), shared by the workers like `trained_run`."""
+    return build_fast_run(tmp_path_factory)
 
 
 def read_jsonl(path: Path) -> list[dict]:

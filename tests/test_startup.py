@@ -9,7 +9,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-TOOLS = ("train", "predict", "evaluate", "eval_inputs", "bench", "prepare_data", "augment_figure")
+TOOLS = ("train", "predict", "serve", "evaluate", "eval_inputs", "bench", "bench_serve", "prepare_data",
+         "augment_figure", "serve_screenshot")
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow_datasets")
 
 
