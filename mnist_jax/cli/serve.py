@@ -43,10 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 def listen(host: str, port: int) -> socket.socket:
     """Returns a socket listening on host:port; raises CommandError when it cannot."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, protocol)  # protocol TCP: asyncio then turns Nagle off (TCP_NODELAY)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind(address)
         sock.listen(2048)
     except OSError as error:
         raise CommandError(f"cannot listen on {host}:{port} ({error.strerror or error}); "
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(queue, run_info(run, args.run), Limits(args.max_bytes, args.max_pixels))
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    settings = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(settings)
 
     async def serve() -> None:
         serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=settings.get_loop_factory()) as runner:  # uvloop where installed
+            runner.run(serve())
     except KeyboardInterrupt:  # uvicorn stops cleanly on Ctrl-C (and SIGTERM), then raises the signal again
         pass
     finally:
