@@ -16,13 +16,14 @@ import base64
 import dataclasses
 import io
 import logging
+import os
 from importlib import resources
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 from PIL import Image
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -163,6 +164,9 @@ def create_app(queue: PredictQueue, info: dict[str, Any], limits: Limits = Limit
     (the server's limits are added to it)."""
     page = resources.files("mnist_jax.serving") / "page"
     files = {path: (page.joinpath(name).read_bytes(), media_type) for path, (name, media_type) in PAGE_FILES.items()}
+    # Preprocessing is CPU-bound Python and SciPy under one GIL, beside the event loop and the model: on 2
+    # cores, 8 clients got 156 answers/s from 1 preprocessing thread, 113-125 from 2, 94 from 40.
+    preprocessing = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
     info = {**info, "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
                                "queue_capacity": queue.capacity, "batch_sizes": list(queue.batch_sizes)}}
 
@@ -178,7 +182,8 @@ def create_app(queue: PredictQueue, info: dict[str, Any], limits: Limits = Limit
             options = parse_options(dict(request.query_params))
             with queue.admit():
                 data, name = await uploaded_image(request, limits.max_bytes)
-                digits = await run_in_threadpool(read_inputs, data, options.number, limits.max_pixels, name)
+                digits = await anyio.to_thread.run_sync(read_inputs, data, options.number, limits.max_pixels, name,
+                                                        limiter=preprocessing)
                 probabilities = await queue.predict(np.stack(digits))
                 return JSONResponse(answer(digits, probabilities, name, options))
         except RequestError as error:
