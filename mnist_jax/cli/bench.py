@@ -15,6 +15,8 @@ from mnist_jax.cli.common import (
     add_data_arguments,
     config_overrides,
     main_guard,
+    positive_int,
+    positive_ints,
     prepare_data,
     quiet_libraries,
     resolve_config,
@@ -29,25 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "bin/predict cold start for one image, peak memory. Prints a table and JSON.",
         allow_abbrev=False,
     )
-    parser.add_argument("--repeats", type=_positive, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--batch-sizes", type=_sizes, default=(64, 128, 256), metavar="N,N,...",
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--batch-sizes", type=positive_ints, default=(64, 128, 256), metavar="N,N,...",
                         help="train_step throughput batch sizes (default 64,128,256)")
-    parser.add_argument("--steps", type=_positive, default=40, help="train steps per throughput timing (default 40)")
+    parser.add_argument("--steps", type=positive_int, default=40, help="train steps per throughput timing (default 40)")
     parser.add_argument("--target", type=float, default=0.99, help="accuracy to time (default 0.99)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     add_data_arguments(parser)
     add_config_arguments(parser, default_preset="fast")
     return parser
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return int(text)
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(_positive(part.strip()) for part in text.split(",") if part.strip())
 
 
 def bench_config(args: argparse.Namespace) -> tuple[config_lib.Config, dict[str, str]]:
