@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from mnist_jax import config as config_lib
 from mnist_jax.cli.common import (
-    CommandError,
     add_config_arguments,
     add_data_arguments,
     config_overrides,
@@ -18,6 +16,7 @@ from mnist_jax.cli.common import (
     positive_int,
     positive_ints,
     prepare_data,
+    print_results,
     quiet_libraries,
     resolve_config,
 )
@@ -139,14 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     config, overrides = bench_config(args)
     quiet_libraries()
     results = measure(args, config, overrides, log=lambda line: print(line, file=sys.stderr))
-    print(format_table(results))
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json is not None:
-        try:
-            args.json.write_text(text + "\n")
-        except OSError as error:
-            raise CommandError(f"cannot write {args.json} ({error.strerror}); pass another --json PATH") from None
+    print_results(format_table(results), results, args.json)
     return 0
 
 

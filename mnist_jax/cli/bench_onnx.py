@@ -4,13 +4,12 @@ thread count, and the time and memory of a whole bin/predict --model process. JA
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from mnist_jax.cli.common import CommandError, main_guard, positive_int, positive_ints
+from mnist_jax.cli.common import main_guard, positive_int, positive_ints, print_results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,14 +90,7 @@ def format_table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results = measure(args)
-    print(format_table(results))
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json is not None:
-        try:
-            args.json.write_text(text + "\n")
-        except OSError as error:
-            raise CommandError(f"cannot write {args.json} ({error.strerror}); pass another --json PATH") from None
+    print_results(format_table(results), results, args.json)
     return 0
 
 

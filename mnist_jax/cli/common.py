@@ -145,6 +145,17 @@ def load_model(args: argparse.Namespace, threads: int = 0):
     return load_run_model(args.run, args.checkpoint or "best")
 
 
+def print_results(table: str, results: dict, json_path: Path | None) -> None:
+    """Prints a measuring tool's table, then its results as JSON, also written to `json_path` when given."""
+    text = json.dumps(results, indent=2)
+    print(f"{table}\n{text}")
+    if json_path is not None:
+        try:
+            json_path.write_text(text + "\n")
+        except OSError as error:
+            raise CommandError(f"cannot write {json_path} ({error.strerror}); pass another --json PATH") from None
+
+
 # The top-level modules of the `train` extra's distributions: absent from the light install (`pip install .`).
 TRAINING_STACK = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow_datasets", "array_record", "absl", "etils",
                   "matplotlib", "onnx", "tqdm")
