@@ -3,12 +3,10 @@ JAX-free."""
 
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,23 +28,32 @@ def cpu_name() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+# bin/predict run in this interpreter's place, its own peak resident memory (VmHWM, KiB) printed last on stderr:
+# a child's rusage would also count the memory of the process it was forked from, up to exec.
+_PREDICT_REPORTING_PEAK = """
+import runpy, sys
+sys.argv = ["predict", *sys.argv[1:]]
+try:
+    runpy.run_module("mnist_jax.cli.predict", run_name="__main__")
+finally:
+    with open("/proc/self/status") as status:
+        print(next(line.split()[1] for line in status if line.startswith("VmHWM:")), file=sys.stderr)
+"""
+
+
 def predict_processes(arguments: list[str], repeats: int, env: dict[str, str] | None = None) -> dict:
-    """Runs whole `bin/predict ARGUMENTS` processes (its Python entry point) `repeats` times; returns
-    {"seconds": spread(wall-clock seconds), "peak_rss_mib": spread(peak resident memory)}.
+    """Runs whole `bin/predict ARGUMENTS` processes `repeats` times; returns {"seconds": spread(wall-clock
+    seconds), "peak_rss_mib": spread(peak resident memory)}. Linux (/proc).
 
     Raises RuntimeError with the tail of its stderr when one fails.
     """
-    command = [sys.executable, "-m", "mnist_jax.cli.predict", *arguments]
+    command = [sys.executable, "-c", _PREDICT_REPORTING_PEAK, *arguments]
     seconds, memory = [], []
     for _ in range(repeats):
-        with tempfile.TemporaryFile("w+") as errors:
-            started = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env)
-            _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, unlike RUSAGE_CHILDREN
-            seconds.append(time.perf_counter() - started)
-            if os.waitstatus_to_exitcode(status) != 0:
-                errors.seek(0)
-                raise RuntimeError(f"bin/predict exited with {os.waitstatus_to_exitcode(status)}: "
-                                   f"{errors.read()[-2000:]}")
-        memory.append(usage.ru_maxrss / 1024)  # KiB on Linux
+        started = time.perf_counter()
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        seconds.append(time.perf_counter() - started)
+        if result.returncode != 0:
+            raise RuntimeError(f"bin/predict exited with {result.returncode}: {result.stderr[-2000:]}")
+        memory.append(int(result.stderr.split()[-1]) / 1024)
     return {"seconds": spread(seconds), "peak_rss_mib": spread(memory)}
