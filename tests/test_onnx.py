@@ -236,6 +236,8 @@ def test_export_writes_the_runs_model_and_says_how_it_agrees(exported, jax_model
                                                                          summary["best_step"])
         assert info.temperature == pytest.approx(summary["temperature"]) == jax_model.info.temperature
         assert model.metadata["run"] == str(trained_run.path) and model.metadata["test_images"] == str(TEST_IMAGES)
+        jax_accuracy = re.search(r"JAX ([\d.]+)%", stdout)
+        assert float(model.metadata["run_test_accuracy"]) == pytest.approx(float(jax_accuracy[1]) / 100, abs=5e-5)
         accuracy = re.search(r"^test accuracy ([\d.]+)% on 500 test images", stdout, re.M)
         assert accuracy and float(accuracy[1]) == pytest.approx(100 * info.test_accuracy, abs=0.005)
         accuracies[precision] = info.test_accuracy

@@ -42,8 +42,8 @@ def float32_graph(run: RunModel) -> onnx.ModelProto:
     return build_graph(run.run.config.model, variables, run.run.temperature)
 
 
-def _with_metadata(model: onnx.ModelProto, info: ModelInfo, run: Path, test_images: int | None = None):
-    helper.set_model_props(model, metadata(info, run, test_images))
+def _with_metadata(model: onnx.ModelProto, info: ModelInfo, run: Path, *measured) -> onnx.ModelProto:
+    helper.set_model_props(model, metadata(info, run, *measured))
     return model
 
 
@@ -60,8 +60,9 @@ def export(run: RunModel, out: Path, test: Split, calibration: np.ndarray | None
         model = _with_metadata(quantize_int8(model, calibration), info, run.info.source)
     check = agreement(OnnxModel(model.SerializeToString(), Path(out)).predict(test.images), reference, test.labels)
     info = dataclasses.replace(info, test_accuracy=check.accuracy)
-    return Exported(model=_with_metadata(model, info, run.info.source, len(test.labels)), info=info, check=check,
-                    jax_accuracy=float(np.mean(jax_probabilities.argmax(axis=1) == test.labels)))
+    jax_accuracy = float(np.mean(jax_probabilities.argmax(axis=1) == test.labels))
+    return Exported(model=_with_metadata(model, info, run.info.source, len(test.labels), jax_accuracy), info=info,
+                    check=check, jax_accuracy=jax_accuracy)
 
 
 def write(model: onnx.ModelProto, path: Path) -> int:

@@ -22,14 +22,16 @@ OUTPUT_CONTRACT = "float32 (N, 10): softmax(logits / temperature)"
 _TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(double)": "float64"}
 
 
-def metadata(info: ModelInfo, run: Path, test_images: int | None = None) -> dict[str, str]:
-    """The file's metadata_props for a model of `info` exported from `run` (`info.test_accuracy` measured
-    on `test_images` test images)."""
+def metadata(info: ModelInfo, run: Path, test_images: int | None = None,
+             run_accuracy: float | None = None) -> dict[str, str]:
+    """The file's metadata_props for a model of `info` exported from `run`: `info.test_accuracy` (the
+    file's own) and `run_accuracy` (the run's, with JAX) measured on the first `test_images` test images."""
     values = {"format": FORMAT, "classes": json.dumps(list(info.classes)), "input": info.input,
               "output": OUTPUT_CONTRACT, "temperature": repr(float(info.temperature)), "precision": info.precision,
               "run": str(run), "step": str(info.step)}
     if info.test_accuracy is not None:
-        values.update(test_accuracy=repr(float(info.test_accuracy)), test_images=str(test_images))
+        values.update(test_accuracy=repr(float(info.test_accuracy)), test_images=str(test_images),
+                      run_test_accuracy=repr(float(run_accuracy)))
     return values
 
 
