@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast serve chromium distilled data docs evaluation-figures augment-figure gallery serve-screenshot clean
+.PHONY: setup train test test-fast serve chromium distilled data docs evaluation-figures augment-figure gallery \
+	serve-screenshot env-sizes clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: mnist_jax needs Python 3.11 or newer; run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test,eval,serve]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[train,test,eval,serve]'
 	touch $(STAMP)
 
 data: setup
@@ -70,6 +71,20 @@ gallery: setup
 # docs/serve.png: bin/serve's page in headless Chromium with a test digit drawn on it.
 serve-screenshot: setup chromium
 	$(VENV)/bin/python -m mnist_jax.cli.serve_screenshot --run $(RUN) --out docs/serve.png
+
+# The README's installed sizes: the light set (`pip install .`: predicting with an ONNX model) against
+# everything `make setup` installs, each in a fresh virtual environment under $(ENVS).
+ENVS ?= /tmp/mnist-jax-envs
+env-sizes:
+	rm -rf $(ENVS)
+	$(PYTHON) -m venv $(ENVS)/light
+	$(ENVS)/light/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock .
+	$(PYTHON) -m venv $(ENVS)/full
+	$(ENVS)/full/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock '.[train,test,eval,serve]'
+	@for env in light full; do \
+		echo "$$env: $$(du -sm $(ENVS)/$$env | cut -f1) MiB, $$($(ENVS)/$$env/bin/python -m pip list \
+			--disable-pip-version-check --format=freeze 2>/dev/null | wc -l) distributions (in $(ENVS)/$$env)"; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -6,6 +6,7 @@ The pure building blocks, for research code:
     state = mnist_jax.create_train_state(config, jax.random.key(0))
     state, metrics = mnist_jax.train_step(state, {"image": x_uint8, "label": y}, jax.random.key(1))
     probs = mnist_jax.predict(state, mnist_jax.to_mnist(gray_image)[None])
+    probs = mnist_jax.load_onnx("model.onnx").predict(images)  # a bin/export file on onnxruntime: no JAX
 
 Importing the package loads no JAX: each name below is imported from its module on first use
 (PEP 562), so the command-line tools answer --help at once.
@@ -25,7 +26,8 @@ _EXPORTS = {
     "mnist_jax.training.step": ("create_optimizer", "create_train_state", "cross_entropy_loss", "eval_step",
                                 "evaluate", "scale_images", "train_step"),
     "mnist_jax.training.checkpoint": ("restore",),
-    "mnist_jax.inference.predict": ("predict", "predict_probs"),
+    "mnist_jax.inference.predict": ("load_run_model", "predict", "predict_probs"),
+    "mnist_jax.inference.onnx_model": ("OnnxModel", "load_onnx"),
     "mnist_jax.inference.preprocess": ("load_grayscale", "to_mnist"),
     "mnist_jax.inference.inputs": ("read_inputs",),
 }

@@ -178,3 +178,21 @@ class Busy(RequestError):
     """The server's queue of requests is full; the client should retry later."""
 
     status = 503
+
+
+class ModelFileError(MnistJaxError):
+    """An ONNX model file cannot be used: missing, truncated, not ONNX, not written by bin/export, or of
+    another input contract. `path`: the file."""
+
+    def __init__(self, problem: str, path: Path):
+        super().__init__(f"{path}: {problem}")
+        self.problem, self.path = problem, Path(path)
+
+
+class ExportError(MnistJaxError):
+    """A run holds a layer that an ONNX graph of this exporter cannot express. `layer`: its path in the
+    model's variables ("params/LayerNorm_0")."""
+
+    def __init__(self, problem: str, layer: str):
+        super().__init__(f"layer {layer}: {problem}")
+        self.problem, self.layer = problem, layer

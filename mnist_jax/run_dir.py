@@ -97,6 +97,12 @@ class RunDir:
         """Returns summary.json of a finished run, None while it is not finished."""
         return json.loads(self.summary.read_text()) if self.summary.exists() else None
 
+    def test_accuracy(self, step: int) -> float | None:
+        """Returns the test accuracy summary.json records for checkpoint `step`; None when the run is not
+        finished or tested another step."""
+        summary = self.read_summary()
+        return summary["test_accuracy"] if summary and summary.get("best_step") == step else None
+
     def read_metrics(self) -> list[dict]:
         """Returns metrics.jsonl's records, one per epoch ([] before the first epoch ends)."""
         if not self.metrics.exists():

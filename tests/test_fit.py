@@ -69,7 +69,7 @@ def test_a_batch_larger_than_the_training_set_is_a_clear_error(tmp_path, data_di
 
 
 def test_the_launchers_answer_help_without_activating_anything():
-    for tool in ("train", "predict", "prepare-data", "evaluate", "eval-inputs"):
+    for tool in ("train", "predict", "prepare-data", "evaluate", "eval-inputs", "export", "bench-onnx"):
         result = subprocess.run([str(ROOT / "bin" / tool), "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("usage:")

@@ -8,6 +8,7 @@ import io
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,26 @@ def test_sixteen_clients_for_five_seconds_get_every_answer_right(server, test_di
     result = run_load(server.url, [u for u, digit in zip(uploads, alone, strict=True) if digit == u.label], 16, 5.0)
     assert result.errors == [] and result.wrong == 0
     assert len(result.latencies) >= 16
+
+
+def test_an_exported_onnx_model_serves_without_jax_and_answers_as_the_run_does(server, fast_run, test_digits,
+                                                                             tmp_path):
+    from mnist_jax.data.dataset import Split
+    from mnist_jax.export.exporter import export, write
+    from mnist_jax.inference.predict import load_run_model
+
+    path = tmp_path / "fast.onnx"
+    write(export(load_run_model(fast_run.path), path, Split(*test_digits)).model, path)
+    with Server(path) as onnx_server:
+        with urllib.request.urlopen(onnx_server.url + "api/info", timeout=30) as response:
+            info = json.loads(response.read())
+        assert (info["run"], info["runtime"], info["config"]) == (str(path), "onnxruntime", None)
+        for upload in digit_uploads(test_digits[0][:8], test_digits[1][:8]):
+            status, answer = post(onnx_server.url + "api/predict", upload.body, upload.content_type)
+            assert status == 200 and same_answer(answer, post(server.url + "api/predict", upload.body,
+                                                              upload.content_type)[1])
+        libraries = Path(f"/proc/{onnx_server.pid}/maps").read_text()
+        assert "onnxruntime" in libraries and "jaxlib" not in libraries  # JAX's runtime was never loaded
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 TOOLS = ("train", "predict", "serve", "evaluate", "eval_inputs", "bench", "bench_serve", "prepare_data",
-         "augment_figure", "serve_screenshot")
+         "augment_figure", "serve_screenshot", "export", "bench_onnx")
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow_datasets")
 
 
@@ -50,7 +50,8 @@ def test_argparse_and_config_errors_load_no_jax(tool, args, message):
 
 
 def test_import_mnist_jax_loads_no_jax_until_a_jax_function_is_used():
-    heavy, _ = heavy_modules_after("import mnist_jax; mnist_jax.get_preset('fast'); mnist_jax.MnistJaxError")
+    heavy, _ = heavy_modules_after("import mnist_jax; mnist_jax.get_preset('fast'); mnist_jax.MnistJaxError; "
+                                   "mnist_jax.load_onnx")
     assert heavy == []
     heavy, _ = heavy_modules_after("import mnist_jax; mnist_jax.train_step")
     assert {"jax", "flax", "optax"} <= set(heavy)

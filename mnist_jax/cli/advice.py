@@ -16,6 +16,8 @@ WRITABLE_ADVICE = {
     "data": "pass another --data-dir",
     "file": "free space or fix permissions, or choose another path",
 }
+TRAINING_STACK_ADVICE = ("install it with: make setup (or pip install -c requirements.lock '.[train]' in a clone), "
+                         "or predict with an exported model: --model FILE.onnx")
 CLUSTER_FLAGS = ("pass all of --coordinator HOST:PORT, --num-processes N and --process-id I "
                  "(or MNIST_JAX_COORDINATOR, MNIST_JAX_NUM_PROCESSES, MNIST_JAX_PROCESS_ID)")
 
@@ -63,6 +65,10 @@ def _advice(error: errors.MnistJaxError) -> str | None:
             return "train the run again with --fresh"
         case errors.ClusterError(incomplete=True):
             return CLUSTER_FLAGS
+        case errors.ModelFileError():
+            return f"write one with: bin/export --run RUN --out {error.path}"
+        case errors.ExportError():
+            return "bin/export writes the cnn and resnet of mnist_jax's config; see docs/onnx.md"
         case errors.RunError(path=path) if type(error) is errors.RunError:
             return f"pass --fresh to start over in {path}"
     return None

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from mnist_jax import config as config_lib
 from mnist_jax.cli.common import (
-    CommandError,
     add_config_arguments,
     add_data_arguments,
     config_overrides,
     main_guard,
+    positive_int,
+    positive_ints,
     prepare_data,
+    print_results,
     quiet_libraries,
     resolve_config,
 )
@@ -29,25 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "bin/predict cold start for one image, peak memory. Prints a table and JSON.",
         allow_abbrev=False,
     )
-    parser.add_argument("--repeats", type=_positive, default=3, help="runs per figure (default 3)")
-    parser.add_argument("--batch-sizes", type=_sizes, default=(64, 128, 256), metavar="N,N,...",
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--batch-sizes", type=positive_ints, default=(64, 128, 256), metavar="N,N,...",
                         help="train_step throughput batch sizes (default 64,128,256)")
-    parser.add_argument("--steps", type=_positive, default=40, help="train steps per throughput timing (default 40)")
+    parser.add_argument("--steps", type=positive_int, default=40, help="train steps per throughput timing (default 40)")
     parser.add_argument("--target", type=float, default=0.99, help="accuracy to time (default 0.99)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     add_data_arguments(parser)
     add_config_arguments(parser, default_preset="fast")
     return parser
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return int(text)
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(_positive(part.strip()) for part in text.split(",") if part.strip())
 
 
 def bench_config(args: argparse.Namespace) -> tuple[config_lib.Config, dict[str, str]]:
@@ -147,14 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     config, overrides = bench_config(args)
     quiet_libraries()
     results = measure(args, config, overrides, log=lambda line: print(line, file=sys.stderr))
-    print(format_table(results))
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json is not None:
-        try:
-            args.json.write_text(text + "\n")
-        except OSError as error:
-            raise CommandError(f"cannot write {args.json} ({error.strerror}); pass another --json PATH") from None
+    print_results(format_table(results), results, args.json)
     return 0
 
 

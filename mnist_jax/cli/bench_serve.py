@@ -9,26 +9,23 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.cli.common import (
+    CommandError,
+    add_data_arguments,
+    main_guard,
+    positive_ints,
+    prepare_data,
+    quiet_libraries,
+)
 
 UPLOADS = 200  # MNIST test digits, posted as PNG files in turn
 INFO_REQUESTS = 500
 
 
-def _counts(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive counts")
-    return counts
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench-serve", allow_abbrev=False, description=__doc__.split(":", 1)[1])
     parser.add_argument("--run", type=Path, default=Path("runs/latest"), help="the run to serve (default runs/latest)")
-    parser.add_argument("--clients", type=_counts, default=(1, 8, 32), metavar="N,N,...",
+    parser.add_argument("--clients", type=positive_ints, default=(1, 8, 32), metavar="N,N,...",
                         help="concurrent clients, one load run each (default 1,8,32)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each load run (default 20)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mnist_jax import config as config_lib
-from mnist_jax.cli.advice import advice
+from mnist_jax.cli.advice import TRAINING_STACK_ADVICE, advice
 from mnist_jax.errors import MnistJaxError
 
 EXIT_USER_ERROR = 2
@@ -30,6 +30,18 @@ def quiet_libraries() -> None:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def positive_int(text: str) -> int:
+    """argparse's type for counts: an integer of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse's type for a list of counts: "1,2" -> (1, 2)."""
+    return tuple(positive_int(part.strip()) for part in text.split(",") if part.strip())
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
@@ -102,9 +114,56 @@ def prepare_data(args: argparse.Namespace, log: Callable[[str], None] = print) -
     return data_dir
 
 
+RUN_HELP = "run directory, its checkpoints/ directory, or one step's directory (default: runs/latest, the newest)"
+CHECKPOINT_HELP = "best (by validation accuracy; the default), latest, or a step"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the model to predict with: --run and --checkpoint (JAX), or --model (an ONNX file, no JAX)."""
+    group = parser.add_argument_group("model")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, default=Path("runs/latest"), help=RUN_HELP)
+    source.add_argument("--model", type=Path, metavar="FILE.onnx",
+                        help="an ONNX file written by bin/export, run by onnxruntime: no JAX needed")
+    group.add_argument("--checkpoint", help=f"with --run: {CHECKPOINT_HELP}")
+
+
+def load_model(args: argparse.Namespace, threads: int = 0):
+    """Returns the `inference.model.Model` the flags of `add_model_arguments` name: the --model file on
+    onnxruntime (with `threads` intra-op threads, 0: its choice), else the --run checkpoint on JAX."""
+    if args.model is not None:
+        if args.checkpoint is not None:
+            raise CommandError("--checkpoint picks a step of --run; an ONNX --model holds one step already")
+        from mnist_jax.inference.onnx_model import load_onnx
+
+        return load_onnx(args.model, threads)
+    quiet_libraries()
+    from mnist_jax.compilation_cache import use_compilation_cache
+    from mnist_jax.inference.predict import load_run_model
+
+    use_compilation_cache()
+    return load_run_model(args.run, args.checkpoint or "best")
+
+
+def print_results(table: str, results: dict, json_path: Path | None) -> None:
+    """Prints a measuring tool's table, then its results as JSON, also written to `json_path` when given."""
+    text = json.dumps(results, indent=2)
+    print(f"{table}\n{text}")
+    if json_path is not None:
+        try:
+            json_path.write_text(text + "\n")
+        except OSError as error:
+            raise CommandError(f"cannot write {json_path} ({error.strerror}); pass another --json PATH") from None
+
+
+# The top-level modules of the `train` extra's distributions: absent from the light install (`pip install .`).
+TRAINING_STACK = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow_datasets", "array_record", "absl", "etils",
+                  "matplotlib", "onnx", "tqdm")
+
+
 def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wraps a CLI main: a library error -> one line on stderr (what happened, then what to type; see
-    `advice`) and exit 2; Ctrl-C -> exit 130."""
+    `advice`) and exit 2, as is a module of the training stack missing from a light install; Ctrl-C -> exit 130."""
 
     @functools.wraps(main)
     def guarded(argv: list[str] | None = None) -> int:
@@ -112,6 +171,12 @@ def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] |
             return main(argv)
         except MnistJaxError as error:
             print(f"error: {error}{advice(error)}", file=sys.stderr, flush=True)
+            return EXIT_USER_ERROR
+        except ModuleNotFoundError as error:
+            if (error.name or "").partition(".")[0] not in TRAINING_STACK:
+                raise
+            print(f"error: this needs the training stack, which this environment lacks (no module named "
+                  f"{error.name!r}); {TRAINING_STACK_ADVICE}", file=sys.stderr, flush=True)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
+from mnist_jax.cli.common import (
+    CommandError,
+    add_data_arguments,
+    add_model_arguments,
+    load_model,
+    main_guard,
+    prepare_data,
+    quiet_libraries,
+)
 from mnist_jax.data.mnist import NUM_CLASSES
 
 FONT_CONDITION = "handwriting-fonts"
@@ -30,14 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "bin/predict's preprocessing on the same images, with the calibration error of the last.",
         allow_abbrev=False,
     )
-    parser.add_argument("--run", type=Path, default=Path("runs/latest"), help="run directory (default: runs/latest)")
-    parser.add_argument("--checkpoint", default="best", help="best, latest, or a step")
     parser.add_argument("--per-condition", type=int, default=300, metavar="N",
                         help="MNIST test digits rendered per condition (default 300)")
     parser.add_argument("--fonts-per-digit", type=int, default=2, metavar="N",
                         help="renders of each digit 0-9 per installed handwriting font (default 2; 0: none)")
     parser.add_argument("--scans", type=int, default=-1, metavar="N",
-                        help="scikit-learn's 8x8 digit scans to read (needs scikit-learn; default -1: all 1,797; 0: none)")
+                        help="scikit-learn's 8x8 digit scans to read (needs scikit-learn; "
+                             "default -1: all 1,797; 0: none)")
     parser.add_argument("--conditions", metavar="NAME,...",
                         help="comma-separated render conditions (default: all; an unknown name lists them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -46,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--write-files", type=Path, metavar="DIR",
                         help="also write every rendered image as DIR/<condition>/<n>-label<d>.<png|jpg> "
                              "(inputs for trying or timing bin/predict)")
+    add_model_arguments(parser)
     add_data_arguments(parser)
     return parser
 
@@ -153,18 +161,17 @@ class Scored:
         return f"| {name} | {count:,} | " + " | ".join(f"{a:.1f}%" for a in accuracies) + f" | {ece:.1f}% |"
 
 
-def score(state, files: list[tuple[bytes, int, str]], temperature: float = 1.0) -> Scored:
-    """Predicts every file through both baselines and through the pipeline (probabilities divided by
-    `temperature`, as bin/predict does)."""
-    from mnist_jax.inference.predict import predict
+def score(model, files: list[tuple[bytes, int, str]]) -> Scored:
+    """Predicts every file through both baselines and through the pipeline with `model` (an
+    `inference.model.Model`: calibrated probabilities, as bin/predict gives)."""
 
     def digits(inputs: list[np.ndarray]) -> np.ndarray:
-        return predict(state, np.stack(inputs), temperature=temperature).argmax(axis=1)
+        return model.predict(np.stack(inputs)).argmax(axis=1)
 
     seen = [pipeline_input(blob) for blob, _, _ in files]
     found = np.array([image is not None for image in seen])
     images = np.stack([image if image is not None else np.zeros((28, 28, 1), np.uint8) for image in seen])
-    probabilities = predict(state, images, temperature=temperature)
+    probabilities = model.predict(images)
     return Scored(labels=np.array([label for _, label, _ in files]),
                   naive=digits([naive_input(blob) for blob, _, _ in files]),
                   quick=digits([quick_input(blob) for blob, _, _ in files]),
@@ -192,14 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     from mnist_jax.data import dataset
     from mnist_jax.evaluation import renders
-    from mnist_jax.training import checkpoint
 
     conditions = args.conditions.split(",") if args.conditions else list(renders.CONDITIONS)
     unknown = set(conditions) - set(renders.CONDITIONS)
     if unknown:
         raise CommandError(f"unknown condition(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(renders.CONDITIONS)}")
-    run = checkpoint.restore(args.run, args.checkpoint)
+    model = load_model(args)
     data = dataset.load(prepare_data(args))
     fonts = renders.find_fonts() if args.fonts_per_digit > 0 else []
     print(f"fonts: {len(fonts)} handwriting font faces found"
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     def evaluate(name: str, files: list[tuple[bytes, int, str]], gallery_picks=(0,)) -> Scored:
         if args.write_files:
             write_files(args.write_files, name, files)
-        scored = score(run.state, files, run.temperature)
+        scored = score(model, files)
         print(scored.row(name), flush=True)
         if args.gallery:
             examples.extend(gallery_example(files[i], scored, i) for i in gallery_picks)
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if scans is not None:
         evaluate(SCAN_CONDITION, list(render_scans(*scans)), gallery_picks=(0, 1))  # nearest, bilinear
     print(f"evaluated in {time.perf_counter() - start:.0f} s "
-          f"(model: {args.run}, checkpoint step {run.step}; seed {args.seed})", file=sys.stderr)
+          f"(model: {model.info.description}; seed {args.seed})", file=sys.stderr)
     if args.gallery:
         from mnist_jax.evaluation.gallery import save_gallery
 

@@ -10,8 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from mnist_jax.cli.advice import advice
-from mnist_jax.cli.common import CommandError, main_guard, quiet_libraries
-from mnist_jax.compilation_cache import use_compilation_cache
+from mnist_jax.cli.common import CommandError, add_model_arguments, load_model, main_guard
 from mnist_jax.errors import ImageError
 
 EXIT_SOME_FAILED = 1
@@ -36,10 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files, directories (searched recursively) or quoted glob patterns ('**/*.jpg')")
-    parser.add_argument("--run", type=Path, default=Path("runs/latest"),
-                        help="run directory, its checkpoints/ directory, or one step's directory "
-                             "(default: runs/latest, the newest bin/train run)")
-    parser.add_argument("--checkpoint", default="best", help="best (by validation accuracy), latest, or a step")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per file, with the top-k digits")
     output.add_argument("--csv", action="store_true", help="CSV with a header line")
@@ -53,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the 28x28 images the model saw into DIR (PNG, named after each file)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels than this (default {MAX_PIXELS:,})")
+    add_model_arguments(parser)
     return parser
 
 
@@ -86,16 +82,12 @@ def format_result(result, args: argparse.Namespace, width: int) -> str:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_libraries()
-    use_compilation_cache()
     import numpy as np
     from PIL import Image
 
     from mnist_jax.inference import report
     from mnist_jax.inference.files import expand_inputs
-    from mnist_jax.inference.predict import predict
-    from mnist_jax.inference.report import top_k
-    from mnist_jax.training import checkpoint
+    from mnist_jax.inference.ranking import top_k
 
     files, failures = expand_inputs(args.images)
     for line in failures:
@@ -109,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             raise CommandError(f"cannot create {args.show_preprocessed} for --show-preprocessed "
                             f"({error.strerror})") from None
-    run = checkpoint.restore(args.run, args.checkpoint)
+    model = load_model(args)
     width = max([len(str(path)) for path in files] + [4])
     if args.csv:
         print(report.csv_line(report.CSV_NUMBER_COLUMNS if args.number else report.CSV_COLUMNS))
@@ -131,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             if not good:
                 continue
             images = np.stack([image for _, digits in good for image in digits])
-            rankings = iter(top_k(predict(run.state, images, temperature=run.temperature), ranks))
+            rankings = iter(top_k(model.predict(images), ranks))
             for path, digits in good:
                 print(format_result(report.Result(path, [next(rankings) for _ in digits]), args, width))
                 if args.show_preprocessed:

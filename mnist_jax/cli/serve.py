@@ -1,4 +1,5 @@
-"""bin/serve: the draw-a-digit page and the JSON API (see `serving.app`) for a trained run, until Ctrl-C."""
+"""bin/serve: the draw-a-digit page and the JSON API (see `serving.app`) for a trained run or an exported
+ONNX model (no JAX), until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
 
-from mnist_jax.cli.common import CommandError, main_guard, quiet_libraries
-from mnist_jax.compilation_cache import use_compilation_cache
+from mnist_jax.cli.common import CommandError, add_model_arguments, load_model, main_guard
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -23,10 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve", allow_abbrev=False,
                                      description="Serve a page to draw digits on and a JSON API "
                                                  "(POST /api/predict, GET /api/info) for a trained run.")
-    parser.add_argument("--run", type=Path, default=Path("runs/latest"),
-                        help="run directory, its checkpoints/ directory, or one step's directory "
-                             "(default: runs/latest)")
-    parser.add_argument("--checkpoint", default="best", help="best (by validation accuracy), latest, or a step")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                              "the network)")
@@ -58,16 +54,15 @@ def stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the server as Ctrl-C does: cleanly, with exit status 0
 
 
-def run_info(run, path: Path) -> dict:
-    """/api/info's body for a restored checkpoint `run` of the run at `path`."""
+def model_info(model) -> dict:
+    """/api/info's body for an `inference.model.Model`: the run (or ONNX file), its config when it is a run."""
     from mnist_jax import config as config_lib
-    from mnist_jax.data.mnist import NUM_CLASSES
-    from mnist_jax.run_dir import RunDir
 
-    summary = RunDir(run.directory.parent).read_summary() or {}
-    return {"run": str(path), "step": run.step, "classes": [str(c) for c in range(NUM_CLASSES)],
-            "test_accuracy": summary.get("test_accuracy"), "temperature": run.temperature,
-            "config": config_lib.to_dict(run.config)}
+    info = model.info
+    run = getattr(model, "run", None)  # a checkpoint restored for JAX (`RunModel`); an ONNX file has none
+    return {"run": str(info.source), "runtime": info.runtime, "precision": info.precision, "step": info.step,
+            "classes": list(info.classes), "test_accuracy": info.test_accuracy, "temperature": info.temperature,
+            "config": config_lib.to_dict(run.config) if run is not None else None}
 
 
 @main_guard
@@ -80,19 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in LOOPBACK:
         print(f"warning: listening on {args.host}: the page and the API are open to the network", file=sys.stderr)
     sock = listen(args.host, args.port)  # first: a busy port is reported before the model loads
-    quiet_libraries()
-    use_compilation_cache()
+    model = load_model(args)
     import uvicorn
 
-    from mnist_jax.inference.predict import predict
     from mnist_jax.serving.app import Limits, create_app
     from mnist_jax.serving.batching import PredictQueue
-    from mnist_jax.training import checkpoint
 
-    run = checkpoint.restore(args.run, args.checkpoint)
-    queue = PredictQueue(lambda images, size: predict(run.state, images, size, run.temperature), capacity=args.queue)
+    queue = PredictQueue(model.predict, capacity=args.queue)
     queue.warm_up()
-    app = create_app(queue, run_info(run, args.run), Limits(args.max_bytes, args.max_pixels))
+    app = create_app(queue, model_info(model), Limits(args.max_bytes, args.max_pixels))
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     settings = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not (server.started or serving.done()):  # from here on, uvicorn handles Ctrl-C and SIGTERM
             await asyncio.sleep(0.01)
-        print(f"serving {args.run} (step {run.step}) at {url} after {time.perf_counter() - started:.1f} s; "
+        print(f"serving {model.info.description} at {url} after {time.perf_counter() - started:.1f} s; "
               "Ctrl-C stops it", flush=True)
         await serving
 

@@ -3,6 +3,7 @@
 NAME = "mnist"
 VERSION = "3.0.1"  # of tfds's mnist builder, whose directory layout the project writes
 NUM_CLASSES = 10  # the digits 0-9, each its own label
+CLASSES = tuple(str(digit) for digit in range(NUM_CLASSES))  # class i is the digit i
 IMAGE_SHAPE = (28, 28, 1)  # uint8, white ink on black
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)

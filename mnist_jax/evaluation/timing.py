@@ -23,15 +23,9 @@ import numpy as np
 from mnist_jax.compilation_cache import COMPILATION_CACHE_VARIABLE
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Split
+from mnist_jax.evaluation.figures import cpu_name, predict_processes, spread
 from mnist_jax.run_dir import RunDir
 from mnist_jax.training.step import create_train_state, evaluate, train_step
-
-
-def spread(values: list[float | None]) -> dict:
-    """Returns {"median", "min", "max", "values"} of the measured values (None: not reached)."""
-    reached = [v for v in values if v is not None]
-    middle = statistics.median(reached) if reached else None
-    return {"median": middle, "min": min(reached, default=None), "max": max(reached, default=None), "values": values}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,31 +119,16 @@ def eval_throughput(config: Config, split: Split, repeats: int) -> dict:
 
 def predict_latency(image: Path, run_dir: Path, cache_dir: Path, repeats: int) -> dict:
     """Times whole `bin/predict IMAGE --run RUN_DIR` processes: a cold start for one image."""
-    command = [sys.executable, "-m", "mnist_jax.cli.predict", str(image), "--run", str(run_dir)]
     env = {**os.environ, COMPILATION_CACHE_VARIABLE: str(cache_dir)}
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
-        seconds.append(time.perf_counter() - started)
-        if result.returncode != 0:
-            raise RuntimeError(f"bin/predict exited with {result.returncode}: {result.stderr[-2000:]}")
-    return spread(seconds)
+    return predict_processes([str(image), "--run", str(run_dir)], repeats, env)["seconds"]
 
 
 def machine() -> dict:
     """Returns what the figures were measured on: CPU, cores, memory, accelerator, versions, load."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     device = jax.devices()[0]
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "memory_bytes": memory,
         "platform": device.platform,

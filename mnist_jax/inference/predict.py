@@ -1,14 +1,22 @@
-"""Batched, jitted digit probabilities from a trained state (see `checkpoint.restore`)."""
+"""Batched, jitted digit probabilities from a trained state (see `checkpoint.restore`), and a run's
+checkpoint as an `inference.model.Model`."""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 
-from mnist_jax.data.mnist import NUM_CLASSES
+from mnist_jax.data.mnist import CLASSES, NUM_CLASSES
+from mnist_jax.inference.model import BATCH_SIZE, ModelInfo  # BATCH_SIZE: every call runs as many rows: one compile
+from mnist_jax.run_dir import RunDir
 from mnist_jax.training.step import TrainState, inference_logits, padded_batches, scale_images
 
-BATCH_SIZE = 128  # every call runs this many rows, so predicting compiles once
+if TYPE_CHECKING:
+    from mnist_jax.training.checkpoint import Restored
 
 
 @jax.jit
@@ -36,3 +44,26 @@ def predict(state: TrainState, images: np.ndarray, batch_size: int = BATCH_SIZE,
     ]
     return np.concatenate(parts)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class RunModel:
+    """A restored checkpoint predicting with JAX on this machine's device (see `load_run_model`)."""
+
+    run: Restored
+    info: ModelInfo
+
+    def predict(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Returns calibrated probabilities (N, 10) for uint8 images (N, 28, 28, 1)."""
+        return predict(self.run.state, images, batch_size, self.run.temperature)
+
+
+def load_run_model(path: Path, which: str = "best") -> RunModel:
+    """Restores checkpoint `which` of the run at `path` (see `checkpoint.restore`, which raises its errors)."""
+    from mnist_jax.training import checkpoint  # orbax: only for restoring
+
+    run = checkpoint.restore(path, which)
+    info = ModelInfo(source=Path(path), runtime="jax", precision=run.config.model.dtype, classes=CLASSES,
+                     temperature=run.temperature, test_accuracy=RunDir(run.directory.parent).test_accuracy(run.step),
+                     step=run.step)
+    return RunModel(run, info)

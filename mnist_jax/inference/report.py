@@ -12,15 +12,7 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-
 Ranked = list[tuple[int, float]]  # (digit, probability), most likely first
-
-
-def top_k(probabilities: np.ndarray, k: int = 3) -> list[Ranked]:
-    """Returns, per row of (N, 10) probabilities, the k most likely (digit, probability) pairs."""
-    order = np.argsort(-probabilities, axis=1)[:, :k]
-    return [[(int(d), float(row[d])) for d in digits] for row, digits in zip(probabilities, order, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,12 @@ import jax.numpy as jnp
 from mnist_jax.config import ModelConfig
 from mnist_jax.data.mnist import NUM_CLASSES
 
+BATCH_NORM_EPSILON = 1e-5  # added to the variance (flax's default, named here for the ONNX export)
+
 
 def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
     """Returns a BatchNorm layer that normalises by the batch when `train`, else by its running statistics."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, **kwargs)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BATCH_NORM_EPSILON, **kwargs)
 
 
 class CNN(nn.Module):

@@ -42,6 +42,7 @@ from mnist_jax.errors import (
 from mnist_jax.inference import report
 from mnist_jax.inference.files import MAX_PIXELS
 from mnist_jax.inference.inputs import read_inputs
+from mnist_jax.inference.ranking import top_k
 from mnist_jax.serving.batching import PredictQueue
 
 MAX_BYTES = 10 * 2**20  # a request body larger than this is refused (413)
@@ -143,7 +144,7 @@ def png_data_url(image: np.ndarray) -> str:
 
 def answer(digits: list[np.ndarray], probabilities: np.ndarray, name: str | None, options: Options) -> dict:
     """The JSON fields of one prediction (see `report.json_fields`), with the images the model saw if asked."""
-    result = report.Result(name, report.top_k(probabilities, options.top_k))
+    result = report.Result(name, top_k(probabilities, options.top_k))
     fields = report.json_fields(result, options.number, options.min_confidence)
     if options.preprocessed:
         urls = [png_data_url(image) for image in digits]

@@ -15,12 +15,13 @@ URL = re.compile(r" at (http://\S+/) ")
 
 
 class Server:
-    """`with Server(run) as server:` starts `bin/serve --run RUN --port 0 ARGS` (with `env` over this
-    process's environment) and waits until it listens (`server.url`, `server.seconds_to_listen`); leaving
-    the block stops it with Ctrl-C (SIGINT)."""
+    """`with Server(model) as server:` starts `bin/serve --run RUN --port 0 ARGS` (`--model FILE` for an .onnx
+    file), with `env` over this process's environment, and waits until it listens (`server.url`,
+    `server.seconds_to_listen`); leaving the block stops it with Ctrl-C (SIGINT)."""
 
-    def __init__(self, run: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None):
-        self.command = [sys.executable, "-m", "mnist_jax.cli.serve", "--run", str(run), "--port", "0", *args]
+    def __init__(self, model: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None):
+        flag = "--model" if Path(model).suffix == ".onnx" else "--run"
+        self.command = [sys.executable, "-m", "mnist_jax.cli.serve", flag, str(model), "--port", "0", *args]
         self.timeout, self.env = timeout, env or {}
         self.process: subprocess.Popen | None = None
         self.url = ""

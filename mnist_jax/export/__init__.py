@@ -1,0 +1,1 @@
+"""Exporting a trained run to run elsewhere: its inference as an ONNX graph, in float32 or int8."""
