@@ -105,11 +105,11 @@ def start_processes(data_dir, workdir, *extra, count=2):
     ]
 
 
-@pytest.mark.parametrize("online_teacher", [False, True], ids=["plain", "online-teacher"])
-def test_two_processes_train_together_and_write_one_checkpoint(tmp_path, data_dir, trained_run, online_teacher):
-    # With an online teacher each process restores it and the step runs it on the global batch.
+def test_two_processes_train_together_and_write_one_checkpoint(tmp_path, data_dir, trained_run):
+    # With an online teacher, the most that crosses processes: each process restores the teacher and the
+    # step runs it on the global batch. (Two processes without a teacher: the next test starts them.)
     teacher = ["--train.teachers", str(trained_run.path), "--train.distillation", "0.9",
-               "--train.teacher_views", "augmented"] if online_teacher else []
+               "--train.teacher_views", "augmented"]
     workdir = tmp_path / "run"
     processes = start_processes(data_dir, workdir, *teacher)
     outputs = [process.communicate(timeout=600) for process in processes]
@@ -120,8 +120,8 @@ def test_two_processes_train_together_and_write_one_checkpoint(tmp_path, data_di
     assert [line for line in outputs[1][0].splitlines() if not line.startswith("[Gloo]")] == []
     assert committed_steps(workdir) == [5, 10]
     assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl")] == [10]
-    assert ("label every augmented batch" in outputs[0][0]) == online_teacher
-    assert (workdir / "teachers.json").exists() == online_teacher
+    assert "label every augmented batch" in outputs[0][0]
+    assert (workdir / "teachers.json").exists()
 
     # The same global batches on one process and one device give the same parameters.
     alone = tmp_path / "alone"
