@@ -43,6 +43,7 @@ def test_help_loads_no_jax(tool):
     ("train", ["--train.epochs", "zero"], "error: invalid train.epochs=zero"),
     ("bench", ["--model.pool", "mean"], "error: invalid model.pool=mean: must be one of avg, max, none"),
     ("predict", ["--top-k", "11", "x.png"], "argument --top-k: invalid choice"),
+    ("serve", ["--port", "70000"], "argument --port: 70000 is not a port (0-65535)"),
 ])
 def test_argparse_and_config_errors_load_no_jax(tool, args, message):
     heavy, stderr = heavy_modules_after(run_tool_code(tool, *args))

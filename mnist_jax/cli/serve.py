@@ -15,6 +15,13 @@ from mnist_jax.cli.common import CommandError, add_model_arguments, load_model, 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def port(text: str) -> int:
+    """argparse's type for --port: 0-65535 (the socket layer would wrap 70000 round to 4464)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mnist_jax.inference.files import MAX_PIXELS
     from mnist_jax.serving.app import MAX_BYTES
@@ -26,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                              "the network)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
                         help=f"refuse request bodies larger than this (default {MAX_BYTES:,})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         raise CommandError("no Chromium found: install it (apt install chromium) or set CHROMIUM=/path/to/it")
     restore(args.run)  # a missing or damaged run: its one-line error now
     mnist = dataset.load(prepare_data(args, log=lambda line: print(line, file=sys.stderr)))
+    if not 0 <= args.digit < len(mnist.test_labels):
+        raise CommandError(f"--digit {args.digit} is not a test digit: choose 0-{len(mnist.test_labels) - 1}")
     with Server(args.run) as server, sync_playwright() as playwright:
         chromium = browser.launch(playwright)
         page = chromium.new_page(viewport={"width": 560, "height": 640})
