@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from mnist_jax.cli.common import CommandError, add_model_arguments, load_model, main_guard
+from mnist_jax.cli.common import CommandError, add_model_arguments, load_model, main_guard, positive_int
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -34,11 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                              "the network)")
     parser.add_argument("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
+    parser.add_argument("--max-bytes", type=positive_int, default=MAX_BYTES, metavar="N",
                         help=f"refuse request bodies larger than this (default {MAX_BYTES:,})")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels than this (default {MAX_PIXELS:,})")
-    parser.add_argument("--queue", type=int, default=64, metavar="N",
+    parser.add_argument("--queue", type=positive_int, default=64, metavar="N",
                         help="requests handled at once; more get 503 (default 64)")
     return parser
 
@@ -76,9 +76,6 @@ def model_info(model) -> dict:
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
-    for name in ("max_bytes", "max_pixels", "queue"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     if args.host not in LOOPBACK:
         print(f"warning: listening on {args.host}: the page and the API are open to the network", file=sys.stderr)
     sock = listen(args.host, args.port)  # first: a busy port is reported before the model loads
