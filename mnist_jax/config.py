@@ -14,19 +14,25 @@ import types
 import typing
 from typing import Any
 
-from mnist_jax.data.mnist import TRAIN_IMAGES as MNIST_TRAIN_IMAGES
+from mnist_jax.data import catalog
 from mnist_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    validation_size: int = 5000  # held out from the end of the 60,000 training images
+    name: str = "mnist"  # the tfds data set: mnist | fashion_mnist | kmnist | emnist/<config> (data/catalog.py)
+    validation_size: int = 5000  # held out from the end of the training images
     train_size: int | None = None  # use only the first N remaining images (None: all)
+
+    @property
+    def spec(self) -> catalog.DatasetSpec:
+        """The data set's classes, sizes and tfds directory."""
+        return catalog.get(self.name)
 
     @property
     def train_images(self) -> int:
         """The number of images the train split holds."""
-        available = MNIST_TRAIN_IMAGES - self.validation_size
+        available = self.spec.train_images - self.validation_size
         return available if self.train_size is None else min(available, self.train_size)
 
 
@@ -229,9 +235,10 @@ def field_names() -> list[str]:
 def validate(config: Config) -> None:
     """Raises ConfigError naming the first field outside its allowed range."""
     d, m, t, a = config.data, config.model, config.train, config.augment
+    catalog.get(d.name)  # the checks below read its sizes
     checks = [
-        ("data.validation_size", 0 < d.validation_size < MNIST_TRAIN_IMAGES // 2,
-         f"between 1 and {MNIST_TRAIN_IMAGES // 2 - 1} (smaller than what is left for training)"),
+        ("data.validation_size", 0 < d.validation_size < d.spec.train_images // 2,
+         f"between 1 and {d.spec.train_images // 2 - 1} (smaller than what is left for training)"),
         ("data.train_size", d.train_size is None or d.train_size >= 1, "a positive integer or none"),
         ("model.conv_features", len(m.conv_features) >= 1 and min(m.conv_features) >= 1, "at least one positive width"),
         ("model.kernel_sizes", len(m.kernel_sizes) == len(m.conv_features), "one size per conv layer"),
