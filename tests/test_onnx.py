@@ -61,7 +61,8 @@ def random_model(overrides: dict, ema: bool = False, temperature: float = 1.0, s
     state = TrainState.create(apply_fn=network.apply, params=params, tx=optax.identity(),
                               batch_stats=variables.get("batch_stats", {}), ema_params=averaged)
     run = Restored(state=state, config=config, step=0, directory=Path("random"), temperature=temperature)
-    info = ModelInfo(source=Path("random"), runtime="jax", precision=config.model.dtype, classes=CLASSES,
+    info = ModelInfo(source=Path("random"), runtime="jax", precision=config.model.dtype, data="mnist",
+                     classes=CLASSES,
                      temperature=temperature, test_accuracy=None, step=0)
     return RunModel(run, info)
 
@@ -100,7 +101,7 @@ BAD_FILES = {
     "not-onnx": (lambda good: b"\x89PNG\r\n\x1a\n" + bytes(200), "not an ONNX model, or damaged or truncated"),
     "other-contract": (lambda good: _other_contract(),
                        "takes float32 (1, 3, 32, 32) and gives float32 (1, 3, 32, 32), not uint8 (N, 28, 28, 1) "
-                       "pixels to float32 (N, 10) probabilities: another model's contract"),
+                       "pixels to float32 (N, C) probabilities: another model's contract"),
     "no-metadata": (lambda good: _without_metadata(good),
                     "holds no mnist_jax metadata: it was not written by bin/export"),
 }
@@ -319,9 +320,9 @@ def test_predict_with_a_model_file_needs_only_the_light_install(exported, jax_mo
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     expected = jax_model.predict(np.stack([read_inputs(path)[0] for path in files]))
     assert [row["file"] for row in rows] == list(map(str, files))
-    assert [row["digit"] for row in rows] == list(expected.argmax(axis=1))
+    assert [row["label"] for row in rows] == list(expected.argmax(axis=1))
     assert np.allclose([row["probability"] for row in rows], expected.max(axis=1), atol=2e-6)
-    assert np.mean([row["digit"] for row in rows] == mnist.test_labels[TEST_IMAGES : TEST_IMAGES + 12]) >= 0.9
+    assert np.mean([row["label"] for row in rows] == mnist.test_labels[TEST_IMAGES : TEST_IMAGES + 12]) >= 0.9
     result = light_predict("--run", str(trained_run.path), str(files[0]))  # a checkpoint needs the training stack
     error, report = result.stderr.strip().splitlines()
     assert error.startswith("error: this needs the training stack, which this environment lacks (no module named ")

@@ -73,11 +73,11 @@ def test_predict_reads_users_files_and_reports_each_bad_one(trained_run, image_f
     assert "Traceback" not in result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["file"] for row in rows] == [str(p) for p in image_files]
-    correct = sum(row["digit"] == image_files[Path(row["file"])] for row in rows)
+    correct = sum(row["label"] == image_files[Path(row["file"])] for row in rows)
     assert correct >= 0.9 * len(rows)
     for row in rows:
         probabilities = [entry["probability"] for entry in row["top_k"]]
-        assert row["top_k"][0] == {"digit": row["digit"], "probability": row["probability"]}
+        assert row["top_k"][0] == {"class": row["class"], "label": row["label"], "probability": row["probability"]}
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
         assert row["uncertain"] is False  # no --min-confidence
 
@@ -123,7 +123,7 @@ def test_number_reads_a_row_of_digits_with_a_probability_each(trained_run, mnist
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
     assert row["number"] == "".join(str(mnist.test_labels[i]) for i in indices)
-    assert [d["digit"] for d in row["digits"]] == [int(c) for c in row["number"]]
+    assert [d["label"] for d in row["digits"]] == [int(c) for c in row["number"]]
     assert all(0.5 < d["probability"] <= 1 for d in row["digits"])
 
 

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from mnist_jax.inference.report import CSV_NUMBER_COLUMNS, Result, csv_row, json_row, table_header, table_row
+from mnist_jax.inference.report import Result, csv_columns, csv_row, json_row, table_header, table_row
 
 NUMBER = Result(Path("year.jpg"), [[(2, 0.99), (7, 0.01)], [(0, 0.6), (6, 0.4)], [(2, 0.97), (1, 0.02)]])
 
@@ -23,7 +23,8 @@ def test_a_number_as_json_and_csv():
     row = json.loads(json_row(NUMBER, number=True, min_confidence=0.9))
     assert row["number"] == "202" and row["uncertain"] is True
     assert [d["uncertain"] for d in row["digits"]] == [False, True, False]
-    assert row["digits"][1]["top_k"] == [{"digit": 0, "probability": 0.6}, {"digit": 6, "probability": 0.4}]
+    assert row["digits"][1]["top_k"] == [{"class": "0", "label": 0, "probability": 0.6},
+                                          {"class": "6", "label": 6, "probability": 0.4}]
     record = next(csv.reader(io.StringIO(csv_row(NUMBER, number=True, min_confidence=0.9))))
-    assert dict(zip(CSV_NUMBER_COLUMNS, record, strict=True)) == {
+    assert dict(zip(csv_columns(number=True), record, strict=True)) == {
         "file": "year.jpg", "number": "202", "probabilities": "0.990000 0.600000 0.970000", "uncertain": "yes"}

@@ -86,7 +86,7 @@ def test_the_api_answers_png_and_jpeg_files_as_bin_predict_does(server, fast_run
             want = {**want, "file": path.name}
         assert status == 200, answer
         assert same_answer(answer, want), (answer, want)  # the fields and values of bin/predict --json
-        answers.append(answer["digit"])
+        answers.append(answer["label"])
     correct = np.mean(np.array(answers) == np.tile(labels, 2))
     assert correct >= 0.95, answers
 
@@ -159,7 +159,7 @@ def test_every_bad_request_gets_its_status_and_one_line_and_the_server_goes_on(s
 def test_sixteen_clients_for_five_seconds_get_every_answer_right(server, test_digits):
     uploads = digit_uploads(*test_digits)
     # The model's own answer to each upload, one at a time: batched with others it must not change.
-    alone = [post(server.url + "api/predict", u.body, u.content_type)[1]["digit"] for u in uploads]
+    alone = [post(server.url + "api/predict", u.body, u.content_type)[1]["label"] for u in uploads]
     assert np.mean(np.array(alone) == test_digits[1]) >= 0.95
     result = run_load(server.url, [u for u, digit in zip(uploads, alone, strict=True) if digit == u.label], 16, 5.0)
     assert result.errors == [] and result.wrong == 0

@@ -62,8 +62,8 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
     from mnist_jax.evaluation import timing
 
     measured_on = timing.machine()  # its load average is the one before the measurements
-    data_dir = prepare_data(args)
-    data = dataset.split(dataset.load(data_dir), config.data)
+    data_dir = prepare_data(args, spec=config.data.spec)
+    data = dataset.split(dataset.load(data_dir, spec=config.data.spec), config.data)
     percent = f"{100 * args.target:g}%"
     figures = []
 

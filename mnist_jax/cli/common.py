@@ -183,3 +183,12 @@ def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] |
             return EXIT_INTERRUPTED
 
     return guarded
+
+
+def load_splits(args: argparse.Namespace, data: config_lib.DataConfig, log: Callable[[str], None] = print):
+    """Prepares the data set of `data` as the data flags say, loads it and splits it by `data`: a
+    `dataset.Splits` of upright images and the head's labels."""
+    from mnist_jax.data import dataset
+
+    data_dir = prepare_data(args, spec=data.spec, log=log)
+    return dataset.split(dataset.load(data_dir, spec=data.spec), data)

@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mnist_jax.cli.common import CommandError, add_data_arguments, main_guard, prepare_data, quiet_libraries
-from mnist_jax.data.mnist import NUM_CLASSES
+from mnist_jax.cli.common import CommandError, add_data_arguments, load_splits, main_guard, quiet_libraries
 from mnist_jax.writable import make_writable
 
 FIGURES = {"confusion": "confusion.png", "misclassified": "misclassified.png", "calibration": "calibration.png"}
@@ -18,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate",
         description="Evaluate a trained run, or several together as an ensemble (mean of their probabilities), "
-                    "on the MNIST test split: overall and per-class accuracy, a confusion matrix, the "
-                    "misclassified digits and a reliability diagram.",
+                    "on the test split of the data set they trained on: overall and per-class accuracy, a "
+                    "confusion matrix, the misclassified images and a reliability diagram.",
         allow_abbrev=False,
     )
     parser.add_argument("--run", type=Path, action="append", dest="runs", metavar="RUN",
@@ -62,15 +61,29 @@ def make_out_dir(path: Path) -> Path:
 
 def labelled_split(args: argparse.Namespace, restored: list) -> tuple:
     """Returns (images, labels) of the chosen split; validation needs every run to hold out the same images."""
-    from mnist_jax.data import dataset
 
+    names = {run.config.data.name for run in restored}
+    if len(names) > 1:
+        raise CommandError(f"the runs were trained on different data sets ({', '.join(sorted(names))}); "
+                           "an ensemble needs runs of one data set")
     sizes = {run.config.data.validation_size for run in restored}
     if args.split == "validation" and len(sizes) > 1:
         raise CommandError(f"the runs held out different validation images (validation_size "
                         f"{', '.join(map(str, sorted(sizes)))}); evaluate them on --split test or one at a time")
-    data_dir = prepare_data(args, log=lambda line: print(line, file=sys.stderr))  # stdout holds only results
-    splits = dataset.split(dataset.load(data_dir), restored[0].config.data)
+    # Data lines go to stderr: stdout holds only the results.
+    splits = load_splits(args, restored[0].config.data, log=lambda line: print(line, file=sys.stderr))
     return getattr(splits, args.split)
+
+
+def per_class_lines(classes: tuple[str, ...], accuracy: list[float], noun: str, per_line: int = 10) -> list[str]:
+    """The per-class accuracy table, `per_line` classes a line, each column as wide as the longest name."""
+    width = max(8, 2 + max(map(len, classes)))
+    lines = []
+    for start in range(0, len(classes), per_line):
+        names, values = classes[start:start + per_line], accuracy[start:start + per_line]
+        lines.append(f"{noun:<10}" + "".join(f"{name:>{width}}" for name in names))
+        lines.append(f"{'accuracy':<10}" + "".join(f"{100 * a:{width - 1}.2f}%" for a in values))
+    return lines
 
 
 def print_summary(summary: dict) -> None:
@@ -82,8 +95,7 @@ def print_summary(summary: dict) -> None:
         print(f"  {run['run']}: checkpoint step {run['step']}, temperature {run['temperature']:.3f}")
     print(f"accuracy {100 * summary['accuracy']:.2f}% ({summary['errors']} errors), loss {summary['loss']:.4f}, "
           f"expected calibration error {100 * summary['expected_calibration_error']:.2f}%")
-    print("digit     " + "".join(f"{digit:>8}" for digit in range(NUM_CLASSES)))
-    print("accuracy  " + "".join(f"{100 * a:7.2f}%" for a in summary["per_class_accuracy"]))
+    print("\n".join(per_class_lines(tuple(summary["classes"]), summary["per_class_accuracy"], summary["noun"])))
     print(f"written to {summary['out']}: summary.json {' '.join(FIGURES.values())}")
 
 
@@ -105,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
     temperatures = [1.0 if args.uncalibrated else run.temperature for run in restored]
     probabilities = metrics.ensemble_probabilities([run.state for run in restored], images, args.tta, temperatures)
+    spec = restored[0].config.data.spec
+    noun = "digit" if spec.is_digits else "class"
     summary = {
-        "split": args.split, "tta": args.tta,
+        "data": spec.name, "classes": list(spec.classes), "noun": noun, "split": args.split, "tta": args.tta,
         "runs": [{"run": str(path), "step": run.step, "temperature": temperature}
                  for path, run, temperature in zip(runs, restored, temperatures, strict=True)],
         **metrics.summarize(probabilities, labels),
@@ -114,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     name = restored[0].directory.parent.resolve().name if len(runs) == 1 else f"ensemble of {len(runs)} runs"
     title = f"{name}, {args.split} split" + (f", {args.tta} test-time views" if args.tta > 1 else "")
-    plots.plot_confusion(metrics.confusion_matrix(labels, probabilities.argmax(axis=1)),
-                         out / FIGURES["confusion"], f"{title}: accuracy {100 * summary['accuracy']:.2f}%")
-    plots.plot_misclassified(images, labels, probabilities, out / FIGURES["misclassified"])
+    plots.plot_confusion(metrics.confusion_matrix(labels, probabilities.argmax(axis=1), spec.num_classes),
+                         out / FIGURES["confusion"], f"{title}: accuracy {100 * summary['accuracy']:.2f}%",
+                         spec.classes, noun)
+    plots.plot_misclassified(images, labels, probabilities, out / FIGURES["misclassified"], spec.classes)
     plots.plot_calibration(metrics.calibration(probabilities, labels), out / FIGURES["calibration"], title)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:

@@ -11,9 +11,9 @@ from mnist_jax.cli.common import (
     CHECKPOINT_HELP,
     RUN_HELP,
     add_data_arguments,
+    load_splits,
     main_guard,
     positive_int,
-    prepare_data,
     quiet_libraries,
 )
 from mnist_jax.data.mnist import TEST_IMAGES
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_jax.inference.predict import load_run_model
 
     run = load_run_model(args.run, args.checkpoint)
-    data = dataset.split(dataset.load(prepare_data(args, log=lambda line: print(line, file=sys.stderr))),
-                         run.run.config.data)
+    data = load_splits(args, run.run.config.data, log=lambda line: print(line, file=sys.stderr))
     test = dataset.Split(data.test.images[: args.test_images], data.test.labels[: args.test_images])
     calibration = data.train.images[: args.calibration_images] if args.int8 else None
     exported = export(run, args.out, test, calibration)

@@ -52,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_file(path: Path, number: bool, max_pixels: int) -> list | ImageError:
+def read_file(path: Path, number: bool, max_pixels: int, framing) -> list | ImageError:
     """Returns the model's inputs (28, 28, 1) in one file (see `read_inputs`), or the ImageError."""
     from mnist_jax.inference.inputs import read_inputs
 
     try:
-        return read_inputs(path, number, max_pixels)
+        return read_inputs(path, number, max_pixels, framing=framing)
     except ImageError as error:
         return error
 
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnist_jax.inference import report
     from mnist_jax.inference.files import expand_inputs
+    from mnist_jax.inference.inputs import framing_of
     from mnist_jax.inference.ranking import top_k
 
     files, failures = expand_inputs(args.images)
@@ -102,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             raise CommandError(f"cannot create {args.show_preprocessed} for --show-preprocessed "
                             f"({error.strerror})") from None
     model = load_model(args)
+    classes = model.info.classes
     width = max([len(str(path)) for path in files] + [4])
     if args.csv:
-        print(report.csv_line(report.CSV_NUMBER_COLUMNS if args.number else report.CSV_COLUMNS))
+        print(report.csv_line(report.csv_columns(args.number, classes)))
     elif not args.json:
-        print(report.table_header(width, args.number))
+        print(report.table_header(width, args.number, classes))
     failed = len(failures)
-    read = partial(read_file, number=args.number, max_pixels=args.max_pixels)
+    read = partial(read_file, number=args.number, max_pixels=args.max_pixels, framing=framing_of(model.info.data))
     ranks = args.top_k if args.json else 2  # the table and CSV show a runner-up
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for start in range(0, len(files), FILES_PER_ROUND):
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             images = np.stack([image for _, digits in good for image in digits])
             rankings = iter(top_k(model.predict(images), ranks))
             for path, digits in good:
-                print(format_result(report.Result(path, [next(rankings) for _ in digits]), args, width))
+                print(format_result(report.Result(path, [next(rankings) for _ in digits], classes), args, width))
                 if args.show_preprocessed:
                     for index, image in enumerate(digits):
                         name = preprocessed_name(path, index if args.number else None)

@@ -68,7 +68,8 @@ def model_info(model) -> dict:
     info = model.info
     run = getattr(model, "run", None)  # a checkpoint restored for JAX (`RunModel`); an ONNX file has none
     return {"run": str(info.source), "runtime": info.runtime, "precision": info.precision, "step": info.step,
-            "classes": list(info.classes), "test_accuracy": info.test_accuracy, "temperature": info.temperature,
+            "data": info.data, "classes": list(info.classes), "test_accuracy": info.test_accuracy,
+            "temperature": info.temperature,
             "config": config_lib.to_dict(run.config) if run is not None else None}
 
 

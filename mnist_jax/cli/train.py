@@ -13,8 +13,8 @@ from mnist_jax.cli.common import (
     add_config_arguments,
     add_data_arguments,
     config_given,
+    load_splits,
     main_guard,
-    prepare_data,
     quiet_libraries,
     resolve_config,
 )
@@ -103,14 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     prepare_workdir(args, run)
     quiet_libraries()
     use_compilation_cache()
-    from mnist_jax.data import dataset
     from mnist_jax.training import parallel, trainer
 
     parallel.initialize(parallel.Cluster.from_environment(
         coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
         heartbeat_timeout=args.heartbeat_timeout))
     lead = parallel.is_lead()
-    data = dataset.split(dataset.load(prepare_data(args, log=print if lead else lambda line: None)), config.data)
+    data = load_splits(args, config.data, log=print if lead else lambda line: None)
     if lead:
         point_latest(args.runs_dir, workdir)
         print(f"run: {workdir}")

@@ -13,7 +13,6 @@ import numpy as np
 
 from mnist_jax.config import AugmentConfig
 from mnist_jax.data.augment import augment
-from mnist_jax.data.mnist import NUM_CLASSES as CLASSES
 from mnist_jax.inference.predict import predict
 from mnist_jax.training.step import TrainState, scale_images
 
@@ -37,7 +36,7 @@ def tta_views(images: np.ndarray, views: int, seed: int = TTA_SEED) -> list[np.n
 
 def ensemble_probabilities(states: Sequence[TrainState], images: np.ndarray, views: int = 1,
                            temperatures: Sequence[float] | None = None) -> np.ndarray:
-    """Returns the mean softmax probabilities (N, 10) over every state and test-time view of the images.
+    """Returns the mean softmax probabilities (N, C) over every state and test-time view of the images.
 
     temperatures: one per state, dividing its logits (see `temperature.py`); None: 1.0 for each.
     """
@@ -47,9 +46,9 @@ def ensemble_probabilities(states: Sequence[TrainState], images: np.ndarray, vie
                     for state, temperature in zip(states, temperatures, strict=True) for view in inputs], axis=0)
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Returns counts (10, 10): row = true digit, column = predicted digit."""
-    return np.bincount(labels * CLASSES + predicted, minlength=CLASSES * CLASSES).reshape(CLASSES, CLASSES)
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Returns counts (classes, classes): row = true class, column = predicted class."""
+    return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
 def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
@@ -74,10 +73,10 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIB
 def summarize(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """Returns accuracy, errors, loss (mean negative log-likelihood), per-class accuracy, confusion and ECE.
 
-    probabilities: (N, 10); labels: int (N,). Plain JSON types only.
+    probabilities: (N, C); labels: int (N,). Plain JSON types only.
     """
     predicted = probabilities.argmax(axis=1)
-    confusion = confusion_matrix(labels, predicted)
+    confusion = confusion_matrix(labels, predicted, probabilities.shape[1])
     per_class = np.diag(confusion) / confusion.sum(axis=1)
     likelihood = probabilities[np.arange(len(labels)), labels]
     return {

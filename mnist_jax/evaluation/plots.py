@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,11 @@ def plot_history(history: list[dict], directory: Path) -> list[Path]:
     return paths
 
 
-def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> Path:
-    """Writes the confusion matrix (10, 10) of counts (row = true digit) with every count printed."""
-    figure = _figure(figsize=(6, 5.4), dpi=100, layout="constrained")
+def plot_confusion(confusion: np.ndarray, path: Path, title: str, classes: Sequence[str], noun: str = "digit") -> Path:
+    """Writes the confusion matrix (C, C) of counts (row = true class) with every count printed; the ticks
+    name `classes`, the axes say "true/predicted `noun`"."""
+    side = max(6.0, 0.32 * len(classes))
+    figure = _figure(figsize=(side, side * 0.9), dpi=100, layout="constrained")
     axes = figure.subplots()
     # Log colours: the off-diagonal errors (a handful each) stay visible beside diagonals of ~1,000.
     image = axes.imshow(np.log1p(confusion), cmap="Blues")
@@ -60,21 +63,21 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> Path:
             dark = image.norm(np.log1p(count)) > 0.6
             axes.text(col, row, str(count), ha="center", va="center", fontsize=7 if row == col else 8,
                       color="white" if dark else "black")
-    axes.set_xticks(range(len(confusion)))
-    axes.set_yticks(range(len(confusion)))
-    axes.set_xlabel("predicted digit")
-    axes.set_ylabel("true digit")
+    axes.set_xticks(range(len(confusion)), classes, rotation=90 if max(map(len, classes)) > 2 else 0)
+    axes.set_yticks(range(len(confusion)), classes)
+    axes.set_xlabel(f"predicted {noun}")
+    axes.set_ylabel(f"true {noun}")
     axes.set_title(title)
     figure.savefig(path)
     return Path(path)
 
 
 def plot_misclassified(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, path: Path,
-                       limit: int = 60, columns: int = 10) -> Path:
-    """Writes a gallery of the wrongly predicted digits, most confident mistakes first.
+                       classes: Sequence[str], limit: int = 60, columns: int = 10) -> Path:
+    """Writes a gallery of the wrongly predicted images, most confident mistakes first.
 
-    images: uint8 (N, 28, 28, 1); labels: (N,); probabilities: (N, 10). Each digit is titled
-    with its true label and the predicted one with its probability (and the true one's).
+    images: uint8 (N, 28, 28, 1); labels: (N,); probabilities: (N, C). Each image is titled
+    with its true class's name and the predicted one's with its probability (and the true one's).
     """
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
@@ -87,8 +90,8 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, probabilities: np
     for axes, index in zip(grid.flat, shown, strict=False):
         axes.imshow(images[index, :, :, 0], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
         guess, truth = predicted[index], labels[index]
-        axes.set_title(f"{truth}→{guess} {100 * probabilities[index, guess]:.0f}%\n"
-                       f"p({truth}) {100 * probabilities[index, truth]:.0f}%", fontsize=7)
+        axes.set_title(f"{classes[truth]}→{classes[guess]} {100 * probabilities[index, guess]:.0f}%\n"
+                       f"p({classes[truth]}) {100 * probabilities[index, truth]:.0f}%", fontsize=7)
     figure.suptitle(f"{len(wrong)} misclassified of {len(labels):,}"
                     + (f" (the {len(shown)} most confident shown)" if len(shown) < len(wrong) else "")
                     + ": true→predicted", fontsize=9)

@@ -39,7 +39,7 @@ def float32_graph(run: RunModel) -> onnx.ModelProto:
     """The run's inference model as an ONNX graph: `inference_variables` (EMA params where kept, BatchNorm
     statistics) and the checkpoint's temperature, in float32 whatever the run computes in."""
     variables = jax.tree.map(np.asarray, inference_variables(run.run.state))
-    return build_graph(run.run.config.model, variables, run.run.temperature)
+    return build_graph(run.run.config.model, variables, run.run.temperature, len(run.info.classes))
 
 
 def _with_metadata(model: onnx.ModelProto, info: ModelInfo, run: Path, *measured) -> onnx.ModelProto:

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnist_jax.config import ModelConfig
-from mnist_jax.data.mnist import IMAGE_SHAPE, NUM_CLASSES
+from mnist_jax.data.mnist import IMAGE_SHAPE
 from mnist_jax.errors import ExportError
 from mnist_jax.model.networks import BATCH_NORM_EPSILON
 
@@ -163,7 +163,8 @@ def resnet(b: _Builder, x: Tensor, config: ModelConfig) -> Tensor:
     return dense(b, flatten(b, x), "Dense_0")
 
 
-def build_graph(config: ModelConfig, variables: dict, temperature: float = 1.0) -> onnx.ModelProto:
+def build_graph(config: ModelConfig, variables: dict, temperature: float = 1.0,
+                num_classes: int = 10) -> onnx.ModelProto:
     """Returns the ONNX model (opset 13) of the network `config` builds with `variables` ({"params"} and,
     with BatchNorm, {"batch_stats"}: nested dicts of arrays, as `training.step.inference_variables` gives).
 
@@ -186,7 +187,7 @@ def build_graph(config: ModelConfig, variables: dict, temperature: float = 1.0) 
                           sorted(b.unused)[0].rpartition("/")[0])
     graph = helper.make_graph(
         b.nodes, config.name, [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, ["N", *IMAGE_SHAPE])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", NUM_CLASSES])], b.initializers)
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", num_classes])], b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mnist_jax")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)

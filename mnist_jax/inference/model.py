@@ -18,9 +18,10 @@ class ModelInfo:
     source: Path  # the run directory or the .onnx file
     runtime: str  # "jax" or "onnxruntime"
     precision: str  # what the model computes in: "float32", "bfloat16" or "int8"
-    classes: tuple[str, ...]  # class i's name: the digit i
+    data: str  # the data set it was trained on (`data.catalog`): "mnist", "fashion_mnist", ...
+    classes: tuple[str, ...]  # output i's name: the digit i for MNIST
     temperature: float  # probabilities are softmax(logits / temperature)
-    test_accuracy: float | None  # on MNIST's test split, as measured (None: not known)
+    test_accuracy: float | None  # on its data set's test split, as measured (None: not known)
     step: int | None  # the checkpoint step the model's parameters come from
     input: str = INPUT_CONTRACT
 
@@ -35,5 +36,5 @@ class Model(Protocol):
     info: ModelInfo
 
     def predict(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """Returns calibrated probabilities float32 (N, 10) for uint8 images (N, 28, 28, 1)."""
+        """Returns calibrated probabilities float32 (N, C) for uint8 images (N, 28, 28, 1)."""
         ...

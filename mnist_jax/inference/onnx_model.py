@@ -1,8 +1,8 @@
 """An ONNX file written by bin/export, predicting on onnxruntime: no JAX, flax, optax or orbax.
 
 The file's contract: one input, uint8 pixels (N, 28, 28, 1) as `inference.inputs` makes them; one
-output, probabilities float32 (N, 10), the run's temperature applied; and string metadata (ONNX
-metadata_props) saying so, with the class names and the measured test accuracy. `metadata` writes
+output, probabilities float32 (N, C), the run's temperature applied; and string metadata (ONNX
+metadata_props) saying so, with the data set, its C class names and the measured test accuracy. `metadata` writes
 those strings and `load_onnx` checks and reads them: the one definition of the format.
 """
 
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_jax.data.mnist import IMAGE_SHAPE, NUM_CLASSES
+from mnist_jax.data import catalog
+from mnist_jax.data.mnist import IMAGE_SHAPE
 from mnist_jax.errors import ModelFileError
 from mnist_jax.inference.model import BATCH_SIZE, INPUT_CONTRACT, ModelInfo
 
 FORMAT = "mnist_jax-onnx/1"  # metadata "format": the layout of inputs, outputs and metadata below
-OUTPUT_CONTRACT = "float32 (N, 10): softmax(logits / temperature)"
+OUTPUT_CONTRACT = "float32 (N, C): softmax(logits / temperature)"
 _TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(double)": "float64"}
 
 
@@ -26,7 +27,7 @@ def metadata(info: ModelInfo, run: Path, test_images: int | None = None,
              run_accuracy: float | None = None) -> dict[str, str]:
     """The file's metadata_props for a model of `info` exported from `run`: `info.test_accuracy` (the
     file's own) and `run_accuracy` (the run's, with JAX) measured on the first `test_images` test images."""
-    values = {"format": FORMAT, "classes": json.dumps(list(info.classes)), "input": info.input,
+    values = {"format": FORMAT, "data": info.data, "classes": json.dumps(list(info.classes)), "input": info.input,
               "output": OUTPUT_CONTRACT, "temperature": repr(float(info.temperature)), "precision": info.precision,
               "run": str(run), "step": str(info.step)}
     if info.test_accuracy is not None:
@@ -55,14 +56,17 @@ class OnnxModel:
         _check_contract(self.session, path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.info = _info(self.metadata, path)
+        if self.session.get_outputs()[0].shape[1] != len(self.info.classes):
+            raise ModelFileError(f"gives {self.session.get_outputs()[0].shape[1]} probabilities, but its metadata "
+                                 f"names {len(self.info.classes)} classes", path)
         self._input = self.session.get_inputs()[0].name
 
     def predict(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """Returns probabilities float32 (N, 10) for uint8 images (N, 28, 28, 1), `batch_size` at a time."""
+        """Returns probabilities float32 (N, C) for uint8 images (N, 28, 28, 1), `batch_size` at a time."""
         images = np.asarray(images, np.uint8)
         parts = [self.session.run(None, {self._input: images[start : start + batch_size]})[0]
                  for start in range(0, len(images), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.info.classes)), np.float32)
 
 
 def load_onnx(path: Path | str, threads: int = 0) -> OnnxModel:
@@ -91,11 +95,11 @@ def _shape(arg) -> str:
 
 
 def _check_contract(session, path: Path) -> None:
-    """Raises ModelFileError unless the model takes uint8 (N, 28, 28, 1) and gives float32 (N, 10)."""
+    """Raises ModelFileError unless the model takes uint8 (N, 28, 28, 1) and gives float32 (N, C)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     takes = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)" and len(inputs[0].shape) == 4
              and not isinstance(inputs[0].shape[0], int) and tuple(inputs[0].shape[1:]) == IMAGE_SHAPE)
-    gives = bool(outputs) and outputs[0].type == "tensor(float)" and tuple(outputs[0].shape[1:]) == (NUM_CLASSES,)
+    gives = bool(outputs) and outputs[0].type == "tensor(float)" and len(outputs[0].shape) == 2 and isinstance(outputs[0].shape[1], int)
     if not (takes and gives):
         found = f"takes {', '.join(map(_shape, inputs))} and gives {', '.join(map(_shape, outputs))}"
         raise ModelFileError(f"{found}, not {INPUT_CONTRACT} pixels to {OUTPUT_CONTRACT.split(':')[0]} "
@@ -111,12 +115,15 @@ def _info(values: dict[str, str], path: Path) -> ModelInfo:
     try:
         classes = tuple(json.loads(values["classes"]))
         accuracy = values.get("test_accuracy")
-        info = ModelInfo(source=path, runtime="onnxruntime", precision=values["precision"], classes=classes,
+        data = values.get("data", catalog.MNIST.name)  # files of format 1 before other data sets: MNIST
+        info = ModelInfo(source=path, runtime="onnxruntime", precision=values["precision"], data=data, classes=classes,
                          temperature=float(values["temperature"]), step=int(values["step"]),
                          test_accuracy=float(accuracy) if accuracy is not None else None, input=values["input"])
     except (KeyError, ValueError, TypeError) as error:
         raise ModelFileError(f"its mnist_jax metadata is damaged ({type(error).__name__}: {error})", path) from None
-    if len(classes) != NUM_CLASSES or info.temperature <= 0:
-        raise ModelFileError(f"its mnist_jax metadata is damaged ({len(classes)} classes, temperature "
+    if data not in catalog.DATASETS:
+        raise ModelFileError(f"was trained on data set {data!r}, which this version of mnist_jax does not know", path)
+    if len(classes) != catalog.get(data).num_classes or info.temperature <= 0:
+        raise ModelFileError(f"its mnist_jax metadata is damaged ({len(classes)} classes for {data}, temperature "
                              f"{info.temperature})", path)
     return info

@@ -10,10 +10,15 @@ numpy functions, each usable alone:
       -> crop_to_mask        the ink inside the digit's bounding box
       -> crop_to_mnist       strokes brought to MNIST's width, longest side 20 px,
                              centre of mass at pixel (14, 14) of 28x28
+
+That last step follows the data set's own normalisation, a `Framing`: MNIST's (above, also KMNIST's),
+EMNIST's (the character centred in a square frame with a 2-px border, Cohen et al. 2017) or
+Fashion-MNIST's (the item's longer side filling the frame, centred; no pen strokes to adjust).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import IO
 
@@ -45,6 +50,20 @@ LINE_THINNESS = 0.75  # ... when thinner than this share of the digit's stroke w
 LINE_WIDTH = 0.05  # ... and than this share of the image's longer side
 LINE_CROSSING = 9  # px: a stroke crossing a line is kept across gaps up to this long
 DETAIL = 4  # stroke width is adjusted with the digit drawn DETAIL times larger than the 20-px box
+
+
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    """How a data set placed its images in 28x28: the longer side's length, the centring, the strokes."""
+
+    box: int = BOX  # px: the longer side of the character or item
+    centre: str = "mass"  # "mass": its centre of mass at pixel (14, 14) (MNIST) | "box": its bounding box centred
+    strokes: bool = True  # pen strokes brought to MNIST's width (False: filled items, kept as they are)
+
+
+DIGIT_FRAMING = Framing()
+CHARACTER_FRAMING = Framing(box=24, centre="box")  # EMNIST: a 2-px border around the centred character
+ITEM_FRAMING = Framing(box=SIZE, centre="box", strokes=False)  # Fashion-MNIST: the item fills the frame
 
 
 def load_grayscale(source: Path | IO[bytes], max_pixels: int = MAX_PIXELS, max_side: int = WORKING_SIDE) -> np.ndarray:
@@ -429,11 +448,22 @@ def center_by_mass(ink: np.ndarray, size: int = SIZE) -> np.ndarray:
     return canvas
 
 
-def crop_to_mnist(crop: np.ndarray) -> np.ndarray:
-    """Turns a digit's ink crop (h, w) into MNIST form: uint8 (28, 28, 1)."""
-    detailed = normalise_strokes(fit_to_box(crop, DETAIL * BOX))
-    digit = center_by_mass(fit_to_box(detailed))
-    return np.round(digit * 255).astype(np.uint8)[:, :, None]
+def center_box(ink: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """Places `ink` (h, w <= size) in a (size, size) canvas with its bounding box centred."""
+    height, width = ink.shape
+    top, left = (size - height) // 2, (size - width) // 2
+    canvas = np.zeros((size, size), np.float32)
+    canvas[top : top + height, left : left + width] = ink
+    return canvas
+
+
+def crop_to_mnist(crop: np.ndarray, framing: Framing = DIGIT_FRAMING) -> np.ndarray:
+    """Turns an ink crop (h, w) into the data set's form, as `framing` says: uint8 (28, 28, 1)."""
+    if framing.strokes:
+        crop = normalise_strokes(fit_to_box(crop, DETAIL * framing.box))
+    fitted = fit_to_box(crop, framing.box)
+    framed = center_by_mass(fitted) if framing.centre == "mass" else center_box(fitted)
+    return np.round(framed * 255).astype(np.uint8)[:, :, None]
 
 
 def digit_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -452,6 +482,6 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     return crop_to_mask(*digit_ink(gray))
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray:
+def to_mnist(gray: np.ndarray, framing: Framing = DIGIT_FRAMING) -> np.ndarray:
     """Runs the whole pipeline on greyscale (H, W) in [0, 1]; returns uint8 (28, 28, 1)."""
-    return crop_to_mnist(find_digit(gray))
+    return crop_to_mnist(find_digit(gray), framing)

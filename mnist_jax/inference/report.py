@@ -1,7 +1,8 @@
-"""bin/predict's output lines: a table, JSON lines or CSV, for single digits or numbers.
+"""bin/predict's output lines: a table, JSON lines or CSV, for single images or rows of characters.
 
-A result is a file and one ranked list of (digit, probability) per digit read in it (one for a
-single digit, several for a number). Every function here returns strings; the CLI prints them.
+A result is a file and one ranked list of (label, probability) per character read in it (one for a
+single digit, letter or item; several for a number), named by the model's classes. Every function
+here returns strings; the CLI prints them.
 """
 
 from __future__ import annotations
@@ -12,20 +13,38 @@ import io
 import json
 from pathlib import Path
 
-Ranked = list[tuple[int, float]]  # (digit, probability), most likely first
+from mnist_jax.data.catalog import DIGITS
+
+Ranked = list[tuple[int, float]]  # (label, probability), most likely first (see `ranking.top_k`)
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
     file: Path | str | None  # None: an upload without a name
-    digits: list[Ranked]  # one ranking per digit, left to right
+    digits: list[Ranked]  # one ranking per character (digit, letter, item) read, left to right
+    classes: tuple[str, ...] = DIGITS  # label i's name (`inference.model.ModelInfo.classes`)
+
+    def name(self, label: int) -> str:
+        return self.classes[label]
 
     @property
     def text(self) -> str:
-        return "".join(str(ranking[0][0]) for ranking in self.digits)
+        """The top class of each character, joined (by spaces when a class name is longer than one letter)."""
+        names = [self.name(ranking[0][0]) for ranking in self.digits]
+        return ("" if all(len(name) == 1 for name in names) else " ").join(names)
+
+    @property
+    def noun(self) -> str:
+        """What one class is called in the output: "digit" for the ten digits, else "class"."""
+        return "digit" if self.classes == DIGITS else "class"
+
+    @property
+    def part(self) -> str:
+        """What one of a row's parts is called: "digit" for the ten digits, else "character"."""
+        return "digit" if self.classes == DIGITS else "character"
 
     def uncertain(self, min_confidence: float) -> list[int]:
-        """Positions of the digits whose probability is under `min_confidence`."""
+        """Positions of the characters whose probability is under `min_confidence`."""
         return [i for i, ranking in enumerate(self.digits) if ranking[0][1] < min_confidence]
 
 
@@ -33,41 +52,55 @@ def _percent(probability: float) -> str:
     return f"{100 * probability:.2f}%"
 
 
-def table_header(width: int, number: bool) -> str:
+def name_width(classes: tuple[str, ...]) -> int:
+    """The width of the table's class column: its header ("digit" or "class") or the longest name."""
+    return max(5, *map(len, classes))
+
+
+def table_header(width: int, number: bool, classes: tuple[str, ...] = DIGITS) -> str:
+    names = Result(None, [], classes)
     if number:
-        return f"{'file':<{width}}  {'number':<8}  per-digit probability"
-    return f"{'file':<{width}}  digit  probability  runner-up"
+        return f"{'file':<{width}}  {'number':<8}  per-{names.part} probability"
+    noun = names.noun
+    return f"{'file':<{width}}  {noun:>{name_width(classes)}}  probability  runner-up"
 
 
 def table_row(result: Result, width: int, number: bool, min_confidence: float) -> str:
     """One line of the table; `width` is that of the file column."""
     uncertain = result.uncertain(min_confidence)
     if number:
-        digits = "  ".join(f"{r[0][0]} {_percent(r[0][1])}" for r in result.digits)
-        note = f"  uncertain: digit {', '.join(str(i + 1) for i in uncertain)}" if uncertain else ""
-        return f"{str(result.file):<{width}}  {result.text:<8}  {digits}{note}"
-    (digit, probability), *rest = result.digits[0]
-    runner_up = f"{rest[0][0]} {_percent(rest[0][1]):>7}" if rest else ""
+        characters = "  ".join(f"{result.name(r[0][0])} {_percent(r[0][1])}" for r in result.digits)
+        note = f"  uncertain: {result.part} {', '.join(str(i + 1) for i in uncertain)}" if uncertain else ""
+        return f"{str(result.file):<{width}}  {result.text:<8}  {characters}{note}"
+    (label, probability), *rest = result.digits[0]
+    runner_up = f"{result.name(rest[0][0])} {_percent(rest[0][1]):>7}" if rest else ""
     note = "  uncertain" if uncertain else ""
-    return f"{str(result.file):<{width}}  {digit:>5}  {_percent(probability):>11}  {runner_up}{note}".rstrip()
+    name = f"{result.name(label):>{name_width(result.classes)}}"
+    return f"{str(result.file):<{width}}  {name}  {_percent(probability):>11}  {runner_up}{note}".rstrip()
 
 
-def _ranking_json(ranking: Ranked) -> list[dict]:
-    return [{"digit": digit, "probability": round(probability, 6)} for digit, probability in ranking]
+def _ranking_json(result: Result, ranking: Ranked) -> list[dict]:
+    return [{"class": result.name(label), "label": label, "probability": round(probability, 6)}
+            for label, probability in ranking]
 
 
 def json_fields(result: Result, number: bool, min_confidence: float) -> dict:
-    """The JSON object of one result: file, digit, probability, uncertain and top_k; for a number, the
-    number and the same fields per digit under "digits"."""
+    """The JSON object of one result: file, class (its name), label (its index), probability, uncertain and
+    top_k; for a number (a row of characters), its text as "number" and the same fields per character under
+    "digits"."""
     uncertain = result.uncertain(min_confidence)
     file = None if result.file is None else str(result.file)
+
+    def fields(ranking: Ranked) -> dict:
+        label, probability = ranking[0]
+        return {"class": result.name(label), "label": label, "probability": round(probability, 6)}
+
     if number:
-        digits = [{"digit": r[0][0], "probability": round(r[0][1], 6), "uncertain": i in uncertain,
-                   "top_k": _ranking_json(r)} for i, r in enumerate(result.digits)]
+        digits = [{**fields(r), "uncertain": i in uncertain, "top_k": _ranking_json(result, r)}
+                  for i, r in enumerate(result.digits)]
         return {"file": file, "number": result.text, "uncertain": bool(uncertain), "digits": digits}
     ranking = result.digits[0]
-    return {"file": file, "digit": ranking[0][0], "probability": round(ranking[0][1], 6),
-            "uncertain": bool(uncertain), "top_k": _ranking_json(ranking)}
+    return {"file": file, **fields(ranking), "uncertain": bool(uncertain), "top_k": _ranking_json(result, ranking)}
 
 
 def json_row(result: Result, number: bool, min_confidence: float) -> str:
@@ -75,8 +108,11 @@ def json_row(result: Result, number: bool, min_confidence: float) -> str:
     return json.dumps(json_fields(result, number, min_confidence))
 
 
-CSV_COLUMNS = ("file", "digit", "probability", "runner_up", "runner_up_probability", "uncertain")
-CSV_NUMBER_COLUMNS = ("file", "number", "probabilities", "uncertain")
+def csv_columns(number: bool, classes: tuple[str, ...] = DIGITS) -> tuple[str, ...]:
+    """The CSV header: the class column is called "digit" for the ten digits, else "class"."""
+    if number:
+        return ("file", "number", "probabilities", "uncertain")
+    return ("file", Result(None, [], classes).noun, "probability", "runner_up", "runner_up_probability", "uncertain")
 
 
 def csv_line(values: tuple | list) -> str:
@@ -91,6 +127,7 @@ def csv_row(result: Result, number: bool, min_confidence: float) -> str:
     if number:
         probabilities = " ".join(f"{r[0][1]:.6f}" for r in result.digits)
         return csv_line((result.file, result.text, probabilities, uncertain))
-    (digit, probability), *rest = result.digits[0]
-    runner_up = rest[0] if rest else ("", 0.0)
-    return csv_line((result.file, digit, f"{probability:.6f}", runner_up[0], f"{runner_up[1]:.6f}", uncertain))
+    (label, probability), *rest = result.digits[0]
+    runner_up = (result.name(rest[0][0]), rest[0][1]) if rest else ("", 0.0)
+    return csv_line((result.file, result.name(label), f"{probability:.6f}", runner_up[0], f"{runner_up[1]:.6f}",
+                     uncertain))

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 
 from mnist_jax.config import ModelConfig
-from mnist_jax.data.mnist import NUM_CLASSES
 
 BATCH_NORM_EPSILON = 1e-5  # added to the variance (flax's default, named here for the ONNX export)
 
@@ -23,12 +22,13 @@ def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
 class CNN(nn.Module):
     """Conv -> [BatchNorm ->] ReLU -> 2x2 pool blocks, then dense -> ReLU -> dropout layers, then logits.
 
-    Call with images float32 (B, 28, 28, 1) in [0, 1]; returns logits float32 (B, 10).
+    Call with images float32 (B, 28, 28, 1) in [0, 1]; returns logits float32 (B, num_classes).
     Dropout needs an rng named "dropout" when `train=True`; with `norm` "batch", BatchNorm
     updates the "batch_stats" collection then (apply with mutable=["batch_stats"]). With `dtype`
     bfloat16 the layers compute in bfloat16 while their parameters (and so the optimizer) stay float32.
     """
 
+    num_classes: int = 10
     conv_features: Sequence[int] = (32, 64)
     kernel_sizes: Sequence[int] = (5, 3)
     strides: Sequence[int] = ()  # empty: 1 for every conv
@@ -56,7 +56,7 @@ class CNN(nn.Module):
         for features in self.dense_features:
             x = nn.relu(nn.Dense(features, dtype=dtype)(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(NUM_CLASSES, dtype=dtype)(x).astype(jnp.float32)  # the loss and softmax run in float32
+        return nn.Dense(self.num_classes, dtype=dtype)(x).astype(jnp.float32)  # the loss and softmax run in float32
 
 
 class ResidualBlock(nn.Module):
@@ -82,11 +82,12 @@ class ResNet(nn.Module):
 
     Every stage starts with a stride-2 block (28 -> 14 -> 7 -> 4): full-resolution blocks cost
     4x more, and strided convs are cheaper than max-pooling on XLA:CPU. Call with images float32
-    (B, 28, 28, 1) in [0, 1]; returns logits (B, 10). With `train=True` BatchNorm normalises by
+    (B, 28, 28, 1) in [0, 1]; returns logits (B, num_classes). With `train=True` BatchNorm normalises by
     the batch and updates the "batch_stats" collection (apply with mutable=["batch_stats"]), and
     dropout needs an rng named "dropout".
     """
 
+    num_classes: int = 10
     stage_features: Sequence[int] = (32, 64)
     blocks_per_stage: int = 2
     dropout: float = 0.25
@@ -100,15 +101,17 @@ class ResNet(nn.Module):
                 x = ResidualBlock(features, strides=2 if block == 0 else 1)(x, train=train)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(NUM_CLASSES)(x)
+        return nn.Dense(self.num_classes)(x)
 
 
-def create_model(config: ModelConfig) -> nn.Module:
-    """Returns the model (`config.name`: "cnn" or "resnet") that `config` describes."""
+def create_model(config: ModelConfig, num_classes: int = 10) -> nn.Module:
+    """Returns the model (`config.name`: "cnn" or "resnet") that `config` describes, with `num_classes`
+    logits (the data set's, `DataConfig.spec.num_classes`)."""
     if config.name == "resnet":
-        return ResNet(stage_features=config.stage_features, blocks_per_stage=config.blocks_per_stage,
-                      dropout=config.dropout)
+        return ResNet(num_classes=num_classes, stage_features=config.stage_features,
+                      blocks_per_stage=config.blocks_per_stage, dropout=config.dropout)
     return CNN(
+        num_classes=num_classes,
         conv_features=config.conv_features,
         kernel_sizes=config.kernel_sizes,
         strides=config.strides,

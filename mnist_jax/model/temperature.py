@@ -19,7 +19,7 @@ TEMPERATURES = 2.0 ** np.arange(-4, 4 + GRID_STEP / 2, GRID_STEP)  # 1/16 .. 16,
 
 
 def nll_by_temperature(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Returns the cross-entropy of softmax(logits / T) for each candidate T: (B, K) for logits (B, 10), labels (B,)."""
+    """Returns the cross-entropy of softmax(logits / T) for each candidate T: (B, K) for logits (B, C), labels (B,)."""
     scaled = logits[:, None, :] / jnp.asarray(TEMPERATURES, logits.dtype)[None, :, None]
     return optax.softmax_cross_entropy_with_integer_labels(scaled, jnp.broadcast_to(labels[:, None], scaled.shape[:2]))
 

@@ -1,4 +1,5 @@
-"""The web app: the draw-a-digit page and the JSON API, over bin/predict's own preprocessing and report.
+"""The web app: the draw-a-digit page (a letter or an item for other data sets) and the JSON API, over
+bin/predict's own preprocessing and report.
 
     GET  /                 the page (page/index.html, page.js, page.css: no other files are served)
     GET  /api/info         the run, its config, classes, test accuracy and the server's limits
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mnist_jax.data import catalog
 from mnist_jax.errors import (
     ImageError,
     ImageTooLarge,
@@ -41,7 +43,7 @@ from mnist_jax.errors import (
 )
 from mnist_jax.inference import report
 from mnist_jax.inference.files import MAX_PIXELS
-from mnist_jax.inference.inputs import read_inputs
+from mnist_jax.inference.inputs import framing_of, read_inputs
 from mnist_jax.inference.ranking import top_k
 from mnist_jax.serving.batching import PredictQueue
 
@@ -142,9 +144,10 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def answer(digits: list[np.ndarray], probabilities: np.ndarray, name: str | None, options: Options) -> dict:
+def answer(digits: list[np.ndarray], probabilities: np.ndarray, name: str | None, options: Options,
+           classes: tuple[str, ...]) -> dict:
     """The JSON fields of one prediction (see `report.json_fields`), with the images the model saw if asked."""
-    result = report.Result(name, top_k(probabilities, options.top_k))
+    result = report.Result(name, top_k(probabilities, options.top_k), classes)
     fields = report.json_fields(result, options.number, options.min_confidence)
     if options.preprocessed:
         urls = [png_data_url(image) for image in digits]
@@ -156,13 +159,25 @@ def answer(digits: list[np.ndarray], probabilities: np.ndarray, name: str | None
     return fields
 
 
+def noun_of(data: str) -> str:
+    """What the page asks the user to draw for a model of data set `data`: digit, letter, item or character."""
+    spec = catalog.get(data)
+    if spec.is_digits:
+        return "digit"
+    if spec.classes == catalog.LOWER:
+        return "letter"
+    return "item" if spec.framing == catalog.ITEM else "character"
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
 def create_app(queue: PredictQueue, info: dict[str, Any], limits: Limits = Limits()) -> Starlette:
     """Returns the ASGI app answering through `queue` (started by the caller); `info` is /api/info's body
-    (the server's limits are added to it)."""
+    (the server's limits are added to it), with the model's "data" set and its "classes"."""
+    classes, framing = tuple(info["classes"]), framing_of(info["data"])
+    info = {**info, "noun": noun_of(info["data"])}
     page = resources.files("mnist_jax.serving") / "page"
     files = {path: (page.joinpath(name).read_bytes(), media_type) for path, (name, media_type) in PAGE_FILES.items()}
     # Preprocessing is CPU-bound Python and SciPy under one GIL, beside the event loop and the model: on 2
@@ -184,9 +199,9 @@ def create_app(queue: PredictQueue, info: dict[str, Any], limits: Limits = Limit
             with queue.admit():
                 data, name = await uploaded_image(request, limits.max_bytes)
                 digits = await anyio.to_thread.run_sync(read_inputs, data, options.number, limits.max_pixels, name,
-                                                        limiter=preprocessing)
+                                                        framing, limiter=preprocessing)
                 probabilities = await queue.predict(np.stack(digits))
-                return JSONResponse(answer(digits, probabilities, name, options))
+                return JSONResponse(answer(digits, probabilities, name, options, classes))
         except RequestError as error:
             return error_response(error.status, str(error))
         except ImageError as error:

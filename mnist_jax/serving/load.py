@@ -79,7 +79,7 @@ def run_load(url: str, uploads: list[Upload], clients: int, seconds: float) -> L
                         errors.append(f"{response.status}: {answer.get('error')}")
                     else:
                         latencies.append(took)
-                        wrong[0] += answer["digit"] != upload.label
+                        wrong[0] += answer["label"] != upload.label
         finally:
             connection.close()
 

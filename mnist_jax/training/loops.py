@@ -149,7 +149,7 @@ def make_loop(config: Config, split: Split, keys: dict[str, jax.Array], mesh: ja
               teacher_targets: np.ndarray | None = None, teachers: tuple[TrainState, ...] = ()):
     """Returns the HostLoop or DeviceLoop that `config.train.loop` and the backend call for.
 
-    A distilled run gives either `teacher_targets`, float32 (N, 10), the teachers' probabilities for the
+    A distilled run gives either `teacher_targets`, float32 (N, C), the teachers' probabilities for the
     split's clean images, or `teachers`, their trained states, which label each augmented batch.
     """
     loop = DeviceLoop if resolve_loop(config) == "device" else HostLoop

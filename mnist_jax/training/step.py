@@ -2,7 +2,7 @@
 
 Nothing here does I/O or keeps global state; randomness comes in as keys. A batch is a dict
 with "image" uint8 (B, 28, 28, 1) and "label" int32 (B,); train batches of a distilled run
-also carry "teacher" float32 (B, 10), eval batches "mask" float32 (B,) marking the real (not
+also carry "teacher" float32 (B, C), eval batches "mask" float32 (B,) marking the real (not
 padding) rows.
 """
 
@@ -92,7 +92,7 @@ def create_train_state(config: Config, rng: jax.Array) -> TrainState:
     Jitted once per config: every state of a config then shares one model and optimizer, so the steps
     compiled for one state serve the next (and init's many small ops do not each compile eagerly).
     """
-    model = create_model(config.model)
+    model = create_model(config.model, config.data.spec.num_classes)
     total_steps = config.train.epochs * steps_per_epoch(config)
     variables = init_variables(model, rng)
     state = TrainState.create(
@@ -116,21 +116,21 @@ def inference_variables(state: TrainState) -> dict:
 
 
 def inference_logits(state: TrainState, images: jax.Array) -> jax.Array:
-    """Returns the logits (B, 10) of `inference_variables(state)` for float images (B, 28, 28, 1) in [0, 1]."""
+    """Returns the logits (B, C) of `inference_variables(state)` for float images (B, 28, 28, 1) in [0, 1]."""
     return state.apply_fn(inference_variables(state), images, train=False)
 
 
 def mean_softmax(states: tuple[TrainState, ...], images: jax.Array) -> jax.Array:
-    """Returns the mean over `states` of their softmax probabilities (B, 10) for float images (B, 28, 28, 1)."""
+    """Returns the mean over `states` of their softmax probabilities (B, C) for float images (B, 28, 28, 1)."""
     return jnp.mean(jnp.stack([jax.nn.softmax(inference_logits(state, images)) for state in states]), axis=0)
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0,
                        teacher: jax.Array | None = None, distillation: float = 0.0) -> jax.Array:
-    """Returns the per-example softmax cross-entropy (B,) of logits (B, 10) and int labels (B,).
+    """Returns the per-example softmax cross-entropy (B,) of logits (B, C) and int labels (B,).
 
     With `label_smoothing` s > 0 the target is (1 - s) * one_hot + s / 10 (Szegedy et al. 2016).
-    With `distillation` d > 0 it becomes (1 - d) * that + d * teacher, `teacher` (B, 10) being the
+    With `distillation` d > 0 it becomes (1 - d) * that + d * teacher, `teacher` (B, C) being the
     probabilities a teacher ensemble gives the same images (knowledge distillation, Hinton et al. 2015).
     """
     if not label_smoothing and not distillation:
@@ -166,7 +166,7 @@ def update(state: TrainState, batch: dict, rng: jax.Array, options: StepOptions 
 
     Dropout's key is `fold_in(rng, state.step)` and augmentation's is derived from it, so a
     run is a function of its seed. `options` (static) says how the batch is distorted and how soft
-    the targets are: towards batch["teacher"] (B, 10) (see `cross_entropy_loss`), or, when
+    the targets are: towards batch["teacher"] (B, C) (see `cross_entropy_loss`), or, when
     `teachers` (trained states) are given, towards their mean softmax on the distorted images the
     student sees. BatchNorm normalises by the batch and its running statistics advance. This is
     the body every loop form runs; `train_step` is its jitted, donating version.

@@ -20,7 +20,6 @@ import numpy as np
 
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Split
-from mnist_jax.data.mnist import NUM_CLASSES
 from mnist_jax.errors import MnistJaxError, TeacherError
 from mnist_jax.evaluation.metrics import ensemble_probabilities
 from mnist_jax.run_dir import RunDir
@@ -30,7 +29,7 @@ from mnist_jax.training import checkpoint
 def teaching(config: Config, workdir: Path, split: Split, keep: bool,
              log: Callable[[str], None] = print) -> dict:
     """Returns the teacher arguments of `loops.make_loop` for the run in `workdir` ({} if not distilled):
-    "teacher_targets", the probabilities (N, 10) of the N clean images of `split`, or "teachers", the states
+    "teacher_targets", the probabilities (N, C) of the N clean images of `split`, or "teachers", the states
     that label each augmented batch. With `keep` (the lead process), keeps them for a resume."""
     if not config.train.distillation:
         return {}
@@ -46,7 +45,7 @@ def teaching(config: Config, workdir: Path, split: Split, keep: bool,
 
 
 def teacher_targets(config: Config, workdir: Path, split: Split, log: Callable[[str], None] = print) -> np.ndarray:
-    """Returns the teachers' probabilities (N, 10) for the N images of `split`: those an earlier start of
+    """Returns the teachers' probabilities (N, C) for the N images of `split`: those an earlier start of
     the run in `workdir` kept (see `keep_teachers`), else `teacher_probabilities`."""
     path = RunDir(workdir).teacher_probabilities
     if not path.exists():
@@ -55,9 +54,10 @@ def teacher_targets(config: Config, workdir: Path, split: Split, log: Callable[[
         probabilities = np.load(path)
     except (OSError, ValueError, EOFError) as error:
         raise TeacherError(f"cannot read the teachers' kept probabilities {path} ({error})", path, "delete") from None
-    if probabilities.shape != (len(split.labels), NUM_CLASSES):
-        raise TeacherError(f"{path} holds probabilities of shape {probabilities.shape}, not "
-                           f"({len(split.labels)}, {NUM_CLASSES}) for this run's training images", path, "delete")
+    expected = (len(split.labels), config.data.spec.num_classes)
+    if probabilities.shape != expected:
+        raise TeacherError(f"{path} holds probabilities of shape {probabilities.shape}, not {expected} for this "
+                           "run's training images", path, "delete")
     log(f"teachers: their probabilities on the {len(split.labels):,} training images read from {path}")
     return probabilities
 
@@ -111,7 +111,7 @@ def _write_once(path: Path, write: Callable[[Path], None]) -> None:
 
 def teacher_probabilities(config: Config, images: np.ndarray, labels: np.ndarray, workdir: Path,
                           log: Callable[[str], None] = print) -> np.ndarray:
-    """Returns the mean softmax (N, 10) float32 of the best checkpoints of `config.train.teachers` on
+    """Returns the mean softmax (N, C) float32 of the best checkpoints of `config.train.teachers` on
     uint8 images (N, 28, 28, 1) with labels (N,), the training images of the run in `workdir`.
 
     Each teacher's raw softmax is used, not its calibrated one: teachers trained with label
@@ -148,6 +148,9 @@ def restore_teachers(config: Config, workdir: Path, steps: list[int] | None = No
                 raise
             raise TeacherError(f"teacher {path} no longer has checkpoint step {step}, which this run started with "
                                f"({error})", Path(path), "fresh") from None
+        if run.config.data.name != config.data.name:
+            raise TeacherError(f"teacher {path} was trained on {run.config.data.name}, this run on {config.data.name}",
+                               Path(path))
         if run.config.data.validation_size < config.data.validation_size:
             raise TeacherError(f"teacher {path} trained on images this run validates on (its data.validation_size "
                                f"{run.config.data.validation_size} < {config.data.validation_size}); "

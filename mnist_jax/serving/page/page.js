@@ -1,6 +1,7 @@
-// The draw-a-digit page. The server does all the work (bin/predict's preprocessing and model): this
-// script draws, sends the picture as a PNG and shows the answer. #result's data-state says where it is:
-// empty, drawing, busy, done or error.
+// The draw-a-digit page (a letter, a character or an item, as /api/info's "noun" says for the model's
+// data set). The server does all the work (bin/predict's preprocessing and model): this script draws,
+// sends the picture as a PNG and shows the answer. #result's data-state says where it is: empty,
+// drawing, busy, done or error.
 "use strict";
 
 const HEIGHT = 280;  // canvas pixels; one digit is a square of this side, a row of digits three of them
@@ -11,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const context = canvas.getContext("2d");
 const result = $("result");
-let drawing = false, timer = null, sequence = 0, lastBody = null;
+let drawing = false, timer = null, sequence = 0, lastBody = null, noun = "digit";
 
 function numberMode() { return $("number-mode").checked; }
 
@@ -27,8 +28,8 @@ function clearCanvas() {
   lastBody = null;
   clearTimeout(timer);
   sequence++;  // an answer still on its way is for a picture that is gone
-  show("empty", numberMode() ? "Write a number above, digits side by side." :
-    "Draw a digit above, or upload or drop an image of one.");
+  show("empty", numberMode() ? `Write a row above, ${noun}s side by side.` :
+    `Draw ${article(noun)} above, or upload or drop an image of one.`);
 }
 
 function point(event) {
@@ -105,29 +106,32 @@ function show(state, message) {
 }
 
 function percent(p) { return (100 * p).toFixed(2) + "%"; }
+function article(word) { return ("aeiou".includes(word[0]) ? "an " : "a ") + word; }
 
 function showDigit(answer) {
-  $("digit").textContent = answer.digit;
+  $("digit").textContent = answer.class;
   $("probability").textContent = percent(answer.probability);
   $("uncertain").hidden = !answer.uncertain;
   $("digits").replaceChildren();
   $("seen-figure").hidden = $("bars").hidden = false;
   $("seen").src = answer.preprocessed;
-  const probability = new Map(answer.top_k.map((entry) => [entry.digit, entry.probability]));
-  $("bars").replaceChildren(...[...probability.keys()].sort((a, b) => a - b).map((digit) => {
+  // Every class in label order when all fit (10 or fewer), else the most likely ones first.
+  const entries = [...answer.top_k];
+  if (entries.length >= classes.length) entries.sort((a, b) => a.label - b.label);
+  $("bars").replaceChildren(...entries.map((entry) => {
     const row = document.createElement("li");
-    row.className = digit === answer.digit ? "top" : "";
-    row.dataset.digit = digit;
+    row.className = entry.label === answer.label ? "top" : "";
+    row.dataset.label = entry.label;
     const bar = document.createElement("span");
     bar.className = "bar";
-    bar.style.width = (100 * probability.get(digit)).toFixed(1) + "%";
+    bar.style.width = (100 * entry.probability).toFixed(1) + "%";
     const track = document.createElement("span");
     track.className = "track";
     track.append(bar);
     const value = document.createElement("span");
     value.className = "value";
-    value.textContent = percent(probability.get(digit));
-    row.append(String(digit), track, value);
+    value.textContent = percent(entry.probability);
+    row.append(entry.class, track, value);
     return row;
   }));
 }
@@ -145,7 +149,7 @@ function showNumber(answer) {
     image.width = image.height = 56;
     image.alt = "what the model saw";
     const caption = document.createElement("figcaption");
-    caption.textContent = digit.digit + " " + percent(digit.probability);
+    caption.textContent = digit.class + " " + percent(digit.probability);
     figure.append(image, caption);
     return figure;
   }));
@@ -169,8 +173,17 @@ pad.addEventListener("drop", (event) => {
   if (event.dataTransfer.files.length) predictFile(event.dataTransfer.files[0]);
 });
 
+let classes = [..."0123456789"];
 fetch("api/info").then((response) => response.json()).then((info) => {
   const accuracy = info.test_accuracy == null ? "" : `, test accuracy ${(100 * info.test_accuracy).toFixed(2)}%`;
-  $("footer").textContent = `model: ${info.run} (step ${info.step}${accuracy})`;
+  $("footer").textContent = `model: ${info.run}, ${info.data} (step ${info.step}${accuracy})`;
+  classes = info.classes;
+  noun = info.noun;
+  document.title = `mnist_jax: draw ${article(noun)}`;
+  $("heading").textContent = `Draw ${article(noun)}`;
+  $("row-label").textContent = `several ${noun}s in a row`;
+  $("canvas").setAttribute("aria-label", `drawing area: draw ${article(noun)}`);
+  $("bars").setAttribute("aria-label", `probability of each ${noun}`);
+  if (result.dataset.state === "empty") clearCanvas();
 }).catch(() => {});
 clearCanvas();
