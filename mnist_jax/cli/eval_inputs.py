@@ -1,5 +1,6 @@
-"""bin/eval-inputs: top-1 accuracy and calibration on MNIST test digits rendered as users' files, on font
-digits and on real 8x8 scans: a naive resize and a quick MNIST-style preprocessing beside bin/predict's."""
+"""bin/eval-inputs: top-1 accuracy and calibration on test images of the model's data set rendered as users'
+files (MNIST's: also on font digits and real 8x8 scans): a naive resize and a quick MNIST-style preprocessing
+beside bin/predict's."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from mnist_jax.cli.common import (
     prepare_data,
     quiet_libraries,
 )
-from mnist_jax.data.mnist import NUM_CLASSES
+from mnist_jax.data import catalog
 
 FONT_CONDITION = "handwriting-fonts"
 SCAN_CONDITION = "sklearn-digits"  # UCI optdigits: 8x8 scans by 43 writers, shipped with scikit-learn
@@ -32,21 +33,22 @@ FONT_TARGET = 0.97  # faces reading worse than this are named on stderr
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eval-inputs",
-        description="Render MNIST test digits (and digits in handwriting fonts, and scikit-learn's 8x8 scans) the "
-                    "way users' image files look, and print per condition the top-1 accuracy of the naive input "
-                    "(the whole image resized to 28x28 greyscale), of a quick MNIST-style preprocessing and of "
+        description="Render test images of the model's data set (for digits also handwriting fonts and "
+                    "scikit-learn's 8x8 scans) the way users' image files look, and print per condition the "
+                    "top-1 accuracy of the naive input (the whole image resized to 28x28 greyscale), of a quick MNIST-style preprocessing and of "
                     "bin/predict's preprocessing on the same images, with the calibration error of the last.",
         allow_abbrev=False,
     )
     parser.add_argument("--per-condition", type=int, default=300, metavar="N",
-                        help="MNIST test digits rendered per condition (default 300)")
+                        help="test images rendered per condition (default 300)")
     parser.add_argument("--fonts-per-digit", type=int, default=2, metavar="N",
                         help="renders of each digit 0-9 per installed handwriting font (default 2; 0: none)")
     parser.add_argument("--scans", type=int, default=-1, metavar="N",
                         help="scikit-learn's 8x8 digit scans to read (needs scikit-learn; "
                              "default -1: all 1,797; 0: none)")
     parser.add_argument("--conditions", metavar="NAME,...",
-                        help="comma-separated render conditions (default: all; an unknown name lists them)")
+                        help="comma-separated render conditions (default: all of the model's kind: pen strokes "
+                             "for digits and letters, photos and drawings for items; an unknown name lists them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--gallery", type=Path, metavar="PNG",
                         help="also write a gallery: one input per condition, what the model saw, its prediction")
@@ -91,24 +93,23 @@ def quick_input(data: bytes) -> np.ndarray:
     return np.round(center_by_mass(fit_to_box(crop)) * 255).astype(np.uint8)[:, :, None]
 
 
-def pipeline_input(data: bytes) -> np.ndarray | None:
-    """bin/predict's reading of the file (`read_inputs`); None when it finds no digit."""
+def pipeline_input(data: bytes, framing) -> np.ndarray | None:
+    """bin/predict's reading of the file (`read_inputs`, framed by `framing`); None when it finds no ink."""
     from mnist_jax.errors import ImageError
     from mnist_jax.inference.inputs import read_inputs
 
     try:
-        return read_inputs(data)[0]
+        return read_inputs(data, framing=framing)[0]
     except ImageError:
         return None
 
 
-def render_condition(name: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int):
-    """Yields (file bytes, label, title) for `count` test digits, chosen and rendered with their own seeded rng."""
-    from mnist_jax.evaluation.renders import CONDITIONS
-
-    rng = np.random.default_rng([seed, list(CONDITIONS).index(name)])
-    for index in rng.choice(len(digits), size=min(count, len(digits)), replace=False):
-        yield CONDITIONS[name](digits[index, :, :, 0], rng), int(labels[index]), name
+def render_condition(conditions: dict, name: str, images: np.ndarray, labels: np.ndarray, count: int, seed: int):
+    """Yields (file bytes, label, title) for `count` test images, chosen and rendered by `conditions[name]`
+    with their own seeded rng."""
+    rng = np.random.default_rng([seed, list(conditions).index(name)])
+    for index in rng.choice(len(images), size=min(count, len(images)), replace=False):
+        yield conditions[name](images[index, :, :, 0], rng), int(labels[index]), name
 
 
 def render_fonts(fonts: list[Path], per_digit: int, seed: int):
@@ -117,7 +118,7 @@ def render_fonts(fonts: list[Path], per_digit: int, seed: int):
 
     rng = np.random.default_rng([seed, 1_000])
     for font in fonts:
-        for digit in range(NUM_CLASSES):
+        for digit in range(10):
             for _ in range(per_digit):
                 yield render_font_digit(font, digit, rng), digit, font.stem
 
@@ -163,12 +164,14 @@ class Scored:
 
 def score(model, files: list[tuple[bytes, int, str]]) -> Scored:
     """Predicts every file through both baselines and through the pipeline with `model` (an
-    `inference.model.Model`: calibrated probabilities, as bin/predict gives)."""
+    `inference.model.Model`: calibrated probabilities, as bin/predict gives), framed as its data set's."""
+    from mnist_jax.inference.inputs import framing_of
 
     def digits(inputs: list[np.ndarray]) -> np.ndarray:
         return model.predict(np.stack(inputs)).argmax(axis=1)
 
-    seen = [pipeline_input(blob) for blob, _, _ in files]
+    framing = framing_of(model.info.data)
+    seen = [pipeline_input(blob, framing) for blob, _, _ in files]
     found = np.array([image is not None for image in seen])
     images = np.stack([image if image is not None else np.zeros((28, 28, 1), np.uint8) for image in seen])
     probabilities = model.predict(images)
@@ -200,20 +203,23 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_jax.data import dataset
     from mnist_jax.evaluation import renders
 
-    conditions = args.conditions.split(",") if args.conditions else list(renders.CONDITIONS)
-    unknown = set(conditions) - set(renders.CONDITIONS)
-    if unknown:
-        raise CommandError(f"unknown condition(s) {', '.join(sorted(unknown))}; "
-                           f"choose from {', '.join(renders.CONDITIONS)}")
     model = load_model(args)
-    data = dataset.load(prepare_data(args))
-    fonts = renders.find_fonts() if args.fonts_per_digit > 0 else []
-    print(f"fonts: {len(fonts)} handwriting font faces found"
-          + (f" ({', '.join(f.stem for f in fonts)})" if fonts else
-             f"; for that row install some of: apt-get install {' '.join(renders.HANDWRITING_FONT_PACKAGES)}"),
-          file=sys.stderr)
-    scans = load_scans(args.scans) if args.scans != 0 else None
-    if scans is None and args.scans != 0:
+    spec = catalog.get(model.info.data)
+    known = renders.ITEM_CONDITIONS if spec.framing == catalog.ITEM else renders.CONDITIONS
+    conditions = args.conditions.split(",") if args.conditions else list(known)
+    unknown = set(conditions) - set(known)
+    if unknown:
+        raise CommandError(f"unknown condition(s) {', '.join(sorted(unknown))} for a model of {spec.name}; "
+                           f"choose from {', '.join(known)}")
+    data = dataset.load(prepare_data(args, spec=spec), spec=spec)
+    fonts = renders.find_fonts() if args.fonts_per_digit > 0 and spec.is_digits else []
+    if spec.is_digits:
+        print(f"fonts: {len(fonts)} handwriting font faces found"
+              + (f" ({', '.join(f.stem for f in fonts)})" if fonts else
+                 f"; for that row install some of: apt-get install {' '.join(renders.HANDWRITING_FONT_PACKAGES)}"),
+              file=sys.stderr)
+    scans = load_scans(args.scans) if args.scans != 0 and spec.is_digits else None
+    if scans is None and args.scans != 0 and spec.is_digits:
         print(f"scans: scikit-learn is not installed; for the {SCAN_CONDITION} row: pip install scikit-learn",
               file=sys.stderr)
 
@@ -227,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         scored = score(model, files)
         print(scored.row(name), flush=True)
         if args.gallery:
-            examples.extend(gallery_example(files[i], scored, i) for i in gallery_picks)
+            examples.extend(gallery_example(files[i], scored, i, model.info.classes) for i in gallery_picks)
         return scored
 
     for name in conditions:
         renders_scored.append(evaluate(name, list(render_condition(
-            name, data.test_images, data.test_labels, args.per_condition, args.seed))))
-    print(concatenate(renders_scored).row("**all MNIST renders**"))
+            known, name, data.test_images, data.test_labels, args.per_condition, args.seed))))
+    print(concatenate(renders_scored).row(f"**all {spec.name} renders**"))
     if fonts:
         files = list(render_fonts(fonts, args.fonts_per_digit, args.seed))
         scored = evaluate(FONT_CONDITION, files, gallery_picks=range(0, len(files), max(1, len(files) // 8))[:8])
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def gallery_example(file: tuple[bytes, int, str], scored: Scored, index: int):
+def gallery_example(file: tuple[bytes, int, str], scored: Scored, index: int, classes: tuple[str, ...]):
     """The gallery's view of one scored file; transparent inputs are shown on grey."""
     from mnist_jax.evaluation.gallery import Example
 
@@ -258,8 +264,10 @@ def gallery_example(file: tuple[bytes, int, str], scored: Scored, index: int):
     with Image.open(io.BytesIO(blob)) as image:
         rgba = image.convert("RGBA")
     shown = Image.alpha_composite(Image.new("RGBA", rgba.size, (128, 128, 128, 255)), rgba).convert("RGB")
-    return Example(title=title[:16], image=np.asarray(shown), seen=scored.seen[index], digit=int(scored.ours[index]),
-                   probability=float(scored.probabilities[index].max()), truth=label)
+    guess = int(scored.ours[index])
+    return Example(title=title[:16], image=np.asarray(shown), seen=scored.seen[index],
+                   digit=classes[guess] if guess >= 0 else "none", probability=float(scored.probabilities[index].max()),
+                   truth=classes[label])
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ class Example:
     title: str  # what kind of input it is
     image: np.ndarray  # the input as the user's file shows it: greyscale (H, W) or RGB(A) (H, W, C), uint8
     seen: np.ndarray  # uint8 (28, 28, 1): what the model saw
-    digit: int  # predicted
+    digit: str  # the predicted class's name
     probability: float
-    truth: int
+    truth: str  # the true class's name
 
 
 def save_gallery(examples: list[Example], path: Path, columns: int = 8) -> None:

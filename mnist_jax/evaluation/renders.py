@@ -305,6 +305,51 @@ CONDITIONS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
 }
 
 
+def item_coverage(item: np.ndarray, scale: float) -> np.ndarray:
+    """Enlarges a 28x28 uint8 Fashion-MNIST item `scale` times (bicubic): its shade (H, W) in [0, 1]."""
+    side = max(28, round(28 * scale))
+    up = Image.fromarray(item.astype(np.float32) / 255).resize((side, side), Image.Resampling.BICUBIC)
+    return np.clip(np.asarray(up), 0.0, 1.0)
+
+
+def render_item(item, rng):
+    """The data set's own 28x28 image, light on black: the control."""
+    return encode(Image.fromarray(item))
+
+
+def render_catalogue_photo(item, rng):
+    """A product shot: the item dark on a light backdrop (as Fashion-MNIST's photos were before it negated
+    them), 4-12x its size, off-centre with a margin, under uneven light, with sensor noise and JPEG."""
+    backdrop = rng.uniform(0.8, 0.97)
+    page = on_paper(random_canvas(item_coverage(item, rng.uniform(4, 12)), rng, 1.1, 1.8), backdrop,
+                    rng.uniform(0.0, 0.15))
+    page = page * lighting(page.shape, rng) ** 0.5  # studio light: milder than a phone's at a desk
+    page = page + rng.normal(0, rng.uniform(0.005, 0.02), page.shape)
+    return encode(to_image(page), "JPEG", quality=int(rng.integers(60, 90)))
+
+
+def render_on_dark(item, rng):
+    """The item light on a dark cloth, 3-8x its size, somewhere in a larger frame, a little blurred."""
+    page = on_paper(random_canvas(item_coverage(item, rng.uniform(3, 8)), rng, 1.2, 2.0), rng.uniform(0.0, 0.15),
+                    rng.uniform(0.85, 1.0))
+    return encode(to_image(ndimage.gaussian_filter(page, rng.uniform(0.3, 1.5))))
+
+
+def render_item_drawing(item, rng):
+    """The item's outline drawn with a pen on paper: its silhouette's edge, 4-8x its size."""
+    scale = rng.uniform(4, 8)
+    inside = item_coverage(item, scale) > 0.1
+    edge = inside & ~ndimage.binary_erosion(inside, iterations=max(1, round(scale / 2)))
+    return encode(to_image(on_paper(random_canvas(edge.astype(np.float32), rng), *_paper_and_ink(rng))))
+
+
+# The renders of a data set of items (Fashion-MNIST): photos and drawings of a garment, not pen strokes.
+ITEM_CONDITIONS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
+    "item": render_item, "catalogue-photo": render_catalogue_photo, "on-dark": render_on_dark,
+    "outline-drawing": render_item_drawing,
+}
+
+
 def find_fonts(roots: tuple[str, ...] = ("/usr/share/fonts/truetype", "/usr/share/fonts/opentype")) -> list[Path]:
     """Returns the installed handwriting-style font files (see HANDWRITING_FONT_PACKAGES), sorted."""
     return sorted(path for root in roots for name in FONT_DIRS for path in Path(root, name).glob("*.[ot]tf"))

@@ -99,7 +99,8 @@ def _check_contract(session, path: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     takes = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)" and len(inputs[0].shape) == 4
              and not isinstance(inputs[0].shape[0], int) and tuple(inputs[0].shape[1:]) == IMAGE_SHAPE)
-    gives = bool(outputs) and outputs[0].type == "tensor(float)" and len(outputs[0].shape) == 2 and isinstance(outputs[0].shape[1], int)
+    gives = (bool(outputs) and outputs[0].type == "tensor(float)" and len(outputs[0].shape) == 2
+             and isinstance(outputs[0].shape[1], int))
     if not (takes and gives):
         found = f"takes {', '.join(map(_shape, inputs))} and gives {', '.join(map(_shape, outputs))}"
         raise ModelFileError(f"{found}, not {INPUT_CONTRACT} pixels to {OUTPUT_CONTRACT.split(':')[0]} "
