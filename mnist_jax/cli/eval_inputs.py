@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="eval-inputs",
         description="Render test images of the model's data set (for digits also handwriting fonts and "
                     "scikit-learn's 8x8 scans) the way users' image files look, and print per condition the "
-                    "top-1 accuracy of the naive input (the whole image resized to 28x28 greyscale), of a quick MNIST-style preprocessing and of "
-                    "bin/predict's preprocessing on the same images, with the calibration error of the last.",
+                    "top-1 accuracy of the naive input (the whole image resized to 28x28 greyscale), of a quick "
+                    "MNIST-style preprocessing and of bin/predict's preprocessing on the same images, with the "
+                    "calibration error of the last.",
         allow_abbrev=False,
     )
     parser.add_argument("--per-condition", type=int, default=300, metavar="N",
