@@ -196,6 +196,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
 
 
 MNIST = DATASETS[mnist.NAME]
+FASHION_MNIST = DATASETS["fashion_mnist"]
 
 
 def get(name: str) -> DatasetSpec:
