@@ -44,6 +44,15 @@ class SourceError(DataError):
         self.source = source
 
 
+class SourceNotOffered(SourceError):
+    """The source named is not one of the data set's (the registry for Fashion-MNIST). `offered`: those that are."""
+
+    def __init__(self, message: str, source: str, offered: tuple[str, ...], data_dir: Path | None = None,
+                 dataset: str = "mnist"):
+        super().__init__(message, source, data_dir, dataset)
+        self.offered = offered
+
+
 class ImageError(MnistJaxError):
     """A user's image cannot be used. `path`: the file (None for bytes without a name)."""
 

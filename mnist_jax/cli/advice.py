@@ -58,6 +58,8 @@ def _advice(error: errors.MnistJaxError) -> str | None:
             return f"run bin/prepare-data --data.name {error.dataset} first"
         case errors.DamagedData():
             return "rebuild it with: " + rebuild_command(error.data_dir, error.dataset)
+        case errors.SourceNotOffered():
+            return None  # the message names the sources offered
         case errors.SourceError():
             return _source_advice(error)
         case errors.ImageTooLarge():

@@ -27,7 +27,7 @@ from mnist_jax.config import DataConfig
 from mnist_jax.data import catalog, mnist
 from mnist_jax.data.catalog import DatasetSpec
 from mnist_jax.data.sources import DataArrays, MnistArrays, load_source, offered_sources
-from mnist_jax.errors import DamagedData, DataError, NotPrepared, NotWritable, SourceError
+from mnist_jax.errors import DamagedData, DataError, NotPrepared, NotWritable, SourceError, SourceNotOffered
 
 __all__ = ["DataArrays", "MnistArrays", "Split", "Splits", "prepare", "load", "verify", "split", "prepared_dir",
            "is_prepared", "default_data_dir", "arrays_sha256", "to_head"]
@@ -88,8 +88,9 @@ def prepare(
     files_dir = files_dir if files_dir is not None else idx_dir
     title, directory = spec.title, prepared_dir(data_dir, spec)
     if source not in ("auto", "prepared", *offered_sources(spec)):
-        choices = ", ".join(("auto", "prepared", *offered_sources(spec)))
-        raise SourceError(f"{title} has no {source!r} source; choose one of: {choices}", source, data_dir, spec.name)
+        choices = ("auto", "prepared", *offered_sources(spec))
+        raise SourceNotOffered(f"{title} has no {source!r} source; choose one of: {', '.join(choices)}", source,
+                               choices, data_dir, spec.name)
     if source in ("auto", "prepared") and is_prepared(data_dir, spec):
         log(f"data: using prepared {title} in {directory}")
         return "prepared"

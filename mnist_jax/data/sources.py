@@ -25,7 +25,7 @@ import numpy as np
 
 from mnist_jax.data import catalog
 from mnist_jax.data.catalog import DatasetSpec
-from mnist_jax.errors import SourceError
+from mnist_jax.errors import SourceError, SourceNotOffered
 
 # MNIST's canonical directory: read at call time, so that it can be pointed elsewhere (tests do).
 CANONICAL_URL = catalog.MNIST.canonical_url
@@ -77,7 +77,7 @@ def load_source(name: str, download_dir: Path, files_dir: Path | None = None, sp
     offered = offered_sources(spec)
     if name not in offered:
         what = f"the {name} source does not offer {spec.title}" if name in SOURCES else f"unknown data source {name!r}"
-        raise SourceError(f"{what}; choose one of: {', '.join(offered)}", name, dataset=spec.name)
+        raise SourceNotOffered(f"{what}; choose one of: {', '.join(offered)}", name, offered, dataset=spec.name)
     if name == "canonical":
         directory = fetch_canonical(download_dir, spec=spec)
         if spec.builder_name == "emnist":
