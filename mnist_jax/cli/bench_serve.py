@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def measure(args: argparse.Namespace, data_dir: Path, log=print) -> dict:
+def measure(args: argparse.Namespace, data_dir: Path, spec, log=print) -> dict:
     """Starts bin/serve on the run, loads it at each client count; returns the figures."""
     import urllib.request
 
@@ -45,7 +45,7 @@ def measure(args: argparse.Namespace, data_dir: Path, log=print) -> dict:
     from mnist_jax.serving.load import digit_uploads, run_load
     from mnist_jax.serving.process import Server, resident_mib
 
-    mnist = dataset.load(data_dir)
+    mnist = dataset.load(data_dir, spec=spec)
     uploads = digit_uploads(mnist.test_images[:UPLOADS], mnist.test_labels[:UPLOADS])
 
     def first_answer(server: Server, started: float) -> float:
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     from mnist_jax.training.checkpoint import restore
 
-    restore(args.run)  # a missing or damaged run: its one-line error now, not the server's
-    data_dir = prepare_data(args, log=lambda line: print(line, file=sys.stderr))
-    results = measure(args, data_dir)
+    spec = restore(args.run).config.data.spec  # a missing or damaged run: its one-line error now, not the server's
+    data_dir = prepare_data(args, spec=spec, log=lambda line: print(line, file=sys.stderr))
+    results = measure(args, data_dir, spec)
     machine = results["machine"]
     print(f"server memory {results['rss_mib_before']:.0f} MiB before the load, {results['rss_mib_after']:.0f} MiB "
           f"after; {machine['cpu']}, {machine['cores']} cores; clients and server share them")

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if browser.chromium_path() is None:
         raise CommandError("no Chromium found: install it (apt install chromium) or set CHROMIUM=/path/to/it")
-    restore(args.run)  # a missing or damaged run: its one-line error now
-    mnist = dataset.load(prepare_data(args, log=lambda line: print(line, file=sys.stderr)))
+    spec = restore(args.run).config.data.spec  # a missing or damaged run: its one-line error now
+    mnist = dataset.load(prepare_data(args, spec=spec, log=lambda line: print(line, file=sys.stderr)), spec=spec)
     if not 0 <= args.digit < len(mnist.test_labels):
         raise CommandError(f"--digit {args.digit} is not a test digit: choose 0-{len(mnist.test_labels) - 1}")
     with Server(args.run) as server, sync_playwright() as playwright:
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CommandError(f"the page answered with an error: {shown}")
         page.screenshot(path=str(args.out), full_page=True)
         chromium.close()
-    print(f"wrote {args.out}: test digit {args.digit} (a {mnist.test_labels[args.digit]}), read as {shown}")
+    print(f"wrote {args.out}: test image {args.digit} (a {spec.classes[mnist.test_labels[args.digit]]}), "
+          f"read as {shown}")
     return 0
 
 
