@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_tool
+from conftest import ROOT, run_tool
 from PIL import Image
 
 from mnist_jax.inference.inputs import read_inputs
@@ -142,3 +145,14 @@ def test_predicting_any_number_of_images_compiles_once(trained_run, mnist):
         assert probabilities.shape == (count, 10)
     assert predict_probs._cache_size() - compiled_before <= 1
     np.testing.assert_allclose(predict(state, mnist.test_images[:5]), probabilities[:5], atol=1e-6)
+
+
+def test_a_reader_that_leaves_early_stops_predict_quietly(trained_run, image_files):
+    """`bin/predict DIR | head`: once the pipe's reader has gone, predict stops without a traceback."""
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()  # gone before predict writes its first line
+    command = [sys.executable, "-m", "mnist_jax.cli.predict", str(next(iter(image_files)).parent), "--run",
+               str(trained_run.path)]
+    result = subprocess.run(command, stdout=reader.stdin, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 141 and result.stderr == ""

@@ -18,6 +18,7 @@ from mnist_jax.errors import MnistJaxError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool whose reader went away
 
 
 class CommandError(MnistJaxError):
@@ -175,7 +176,8 @@ TRAINING_STACK = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow_dataset
 
 def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wraps a CLI main: a library error -> one line on stderr (what happened, then what to type; see
-    `advice`) and exit 2, as is a module of the training stack missing from a light install; Ctrl-C -> exit 130."""
+    `advice`) and exit 2, as is a module of the training stack missing from a light install; Ctrl-C -> exit 130;
+    a closed stdout (a pipe into `head`) -> exit 141 without a word."""
 
     @functools.wraps(main)
     def guarded(argv: list[str] | None = None) -> int:
@@ -193,6 +195,9 @@ def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] |
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # the reader of stdout left (`bin/predict DIR | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            return EXIT_BROKEN_PIPE
 
     return guarded
 
