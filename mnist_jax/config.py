@@ -66,6 +66,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     loop: str = "auto"  # host: Python loop of jitted steps | device: scan over chunks | auto: by backend
     chunk_steps: int = 100  # device loop: steps per compiled call
+    # On a CPU backend, data parallelism over this many CPU devices, each batch split between them
+    # (0: auto, one per core this process may use, as far as the batch sizes split evenly; see parallel.py)
+    cpu_devices: int = 0
     ema: float = 0.0  # decay of an exponential moving average of the params, used to evaluate and predict (0: off)
     label_smoothing: float = 0.0  # weight of the uniform distribution mixed into the one-hot targets (0: off)
     teachers: tuple[str, ...] = ()  # run directories whose mean softmax on the train split the targets mix in
@@ -260,6 +263,7 @@ def validate(config: Config) -> None:
         ("train.keep_checkpoints", t.keep_checkpoints >= 1, "at least 1"),
         ("train.checkpoint_every", t.checkpoint_every >= 0, "0 (epoch ends only) or a number of steps"),
         ("train.chunk_steps", t.chunk_steps >= 1, "at least 1"),
+        ("train.cpu_devices", t.cpu_devices >= 0, "0 (one per core) or a number of CPU devices"),
         ("train.ema", 0 <= t.ema < 1, "in [0, 1) (0: off)"),
         ("train.label_smoothing", 0 <= t.label_smoothing < 1, "in [0, 1) (0: off)"),
         ("train.distillation", 0 <= t.distillation <= 1, "in [0, 1] (0: off)"),

@@ -1,23 +1,27 @@
-"""bin/bench in a tiny mode on real data: every figure is in its JSON and its table (values are not checked)."""
+"""bin/bench in a tiny mode on real data: every figure is in its JSON and its table (values are not checked),
+and the side-by-side run of another commit."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
-from conftest import run_tool
+from conftest import ROOT, run_tool
 
 FIGURES = [
     "process_seconds", "process_seconds_cold_cache", "val_target_from_start_seconds", "val_target_training_seconds",
     "test_target_from_start_seconds", "test_target_training_seconds", "test_accuracy_percent", "peak_rss_mib",
-    "predict_cold_start_seconds", "train_images_per_second_batch_8", "compile_seconds_batch_8",
+    "cores_busy", "predict_cold_start_seconds", "train_images_per_second_batch_8",
+    "train_images_per_second_batch_8_one_core", "core_scaling_batch_8", "compile_seconds_batch_8",
     "eval_images_per_second",
 ]
 
 
-def test_bench_measures_every_figure_and_writes_json(data_dir, tmp_path):
+def test_bench_measures_every_figure_beside_another_commit_and_writes_json(data_dir, tmp_path):
     path = tmp_path / "bench.json"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = run_tool("bench", "--preset", "tiny", "--data.train_size", "2000", "--train.batch_size", "32",
-                      "--repeats", "1",
+                      "--repeats", "1", "--compare", "HEAD",
                       "--batch-sizes", "8", "--steps", "2", "--target", "0.5", "--data-dir", str(data_dir),
                       "--data-source", "prepared", "--json", str(path))
     assert result.returncode == 0, result.stderr
@@ -32,6 +36,16 @@ def test_bench_measures_every_figure_and_writes_json(data_dir, tmp_path):
     assert machine["cores"] >= 1 and machine["platform"] == "cpu"
     assert {"cpu", "jax", "flax", "optax", "load_average_1min", "load_average_1min_end"} <= set(machine)
     assert results["config"]["data"]["train_size"] == 2000 and results["preset"] == "tiny"
+    comparison = results["comparison"]
+    assert comparison["commits"][0] == head
+    for side in comparison["sides"].values():
+        assert side["process_seconds"]["median"] > side["train_seconds"]["median"] > 0
+        assert 0 < side["cores_busy"]["median"] <= machine["cores"] + 0.5
+    # The same commit on the same data and seed: the same accuracy, so a ratio of exactly 1.
+    assert comparison["ratios"]["test_accuracy_percent"] == 1.0
+    assert "side by side, medians of 1 alternating runs each" in result.stdout
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "mnist-bench-" not in worktrees  # the compared commit's worktree is gone
 
 
 def test_bench_takes_trains_overrides_and_rejects_a_bad_value_in_one_line():

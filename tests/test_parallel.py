@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, committed_steps, read_jsonl, run_tool
 
-from mnist_jax.training import checkpoint
+from mnist_jax import config as config_lib
+from mnist_jax.training import checkpoint, parallel
 
 EIGHT_DEVICES = {"JAX_NUM_CPU_DEVICES": "8"}
 TWO_PROCESS_RUN = ["--data.train_size", "640", "--train.epochs", "1", "--train.checkpoint_every", "5"]
@@ -165,3 +166,16 @@ def test_a_batch_that_does_not_split_over_the_devices_stops_before_compiling(tmp
     assert result.stderr.strip() == ("error: train.batch_size=60 does not split over 8 devices: it must be a multiple "
                                      "of 8")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("cores", "batch", "cluster", "expected"), [
+    (2, 128, parallel.Cluster(), 2),  # one device per core
+    (1, 128, parallel.Cluster(), 1),  # taskset -c 0
+    (8, 100, parallel.Cluster(), 5),  # as many as split batch 100 and eval batch 1000 evenly
+    (3, 64, parallel.Cluster(), 2),
+    (2, 128, parallel.Cluster("127.0.0.1:1234", 2, 0), 1),  # the processes of a cluster share the cores
+])
+def test_cpu_devices_follow_the_cores_and_split_the_batches(cores, batch, cluster, expected):
+    config = config_lib.get_preset("fast").replace(train={"batch_size": batch})
+    assert parallel.cpu_device_count(config, cluster, cores) == expected
+    assert parallel.cpu_device_count(config.replace(train={"cpu_devices": 3}), cluster, cores) == 3

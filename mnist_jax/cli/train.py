@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     use_compilation_cache()
     from mnist_jax.training import parallel, trainer
 
-    parallel.initialize(parallel.Cluster.from_environment(
+    cluster = parallel.Cluster.from_environment(
         coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
-        heartbeat_timeout=args.heartbeat_timeout))
+        heartbeat_timeout=args.heartbeat_timeout)
+    parallel.use_cpu_devices(parallel.cpu_device_count(config, cluster, parallel.usable_cores()))
+    parallel.initialize(cluster)
     lead = parallel.is_lead()
     data = load_splits(args, config.data, log=print if lead else lambda line: None)
     if lead:

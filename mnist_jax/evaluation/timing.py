@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -21,10 +22,11 @@ import jax
 import numpy as np
 
 from mnist_jax.compilation_cache import COMPILATION_CACHE_VARIABLE
-from mnist_jax.config import Config
+from mnist_jax.config import Config, from_dict, to_dict
 from mnist_jax.data.dataset import Split
 from mnist_jax.evaluation.figures import cpu_name, predict_processes, spread
 from mnist_jax.run_dir import RunDir
+from mnist_jax.training import parallel
 from mnist_jax.training.step import create_train_state, evaluate, train_step
 
 
@@ -32,33 +34,39 @@ from mnist_jax.training.step import create_train_state, evaluate, train_step
 class TrainRun:
     started: float  # unix seconds just before the process was started
     seconds: float  # the whole process, wall clock
+    cpu_seconds: float  # the process's user + system CPU time: over `seconds`, the cores it kept busy
     peak_rss_bytes: int
     records: list[dict]  # metrics.jsonl: one per epoch, with "val_accuracy", "train_seconds", "time"
     summary: dict  # summary.json
     workdir: Path
 
 
-def run_train(flags: dict[str, str], data_dir: Path, workdir: Path, cache_dir: Path) -> TrainRun:
+def run_train(flags: dict[str, str], data_dir: Path, workdir: Path, cache_dir: Path,
+              source: Path | None = None) -> TrainRun:
     """Runs `bin/train` (its Python entry point) once with `flags` ({"preset": "fast", "train.epochs": "1"}
     for --preset fast --train.epochs 1); returns its timings, memory and metrics.
 
-    `cache_dir` is the process's persistent compilation cache. Raises RuntimeError with the
-    tail of its output when training fails.
+    `cache_dir` is the process's persistent compilation cache; `source`, a checkout whose mnist_jax
+    to run instead of this one (another commit's, for a side-by-side comparison). Raises RuntimeError
+    with the tail of its output when training fails.
     """
     command = [sys.executable, "-m", "mnist_jax.cli.train", "--workdir", str(workdir), "--data-dir", str(data_dir),
                "--data-source", "prepared", *(item for name, value in flags.items() for item in (f"--{name}", value))]
     env = {**os.environ, COMPILATION_CACHE_VARIABLE: str(cache_dir)}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     log = workdir.parent / f"{workdir.name}.log"
     with open(log, "w") as output:
         started = time.time()
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=source)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, unlike RUSAGE_CHILDREN
         seconds = time.time() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"bin/train exited with {process.returncode}:\n{log.read_text()[-2000:]}")
     run = RunDir(workdir)
-    return TrainRun(started, seconds, usage.ru_maxrss * 1024, run.read_metrics(), run.read_summary(), workdir)
+    return TrainRun(started, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, run.read_metrics(),
+                    run.read_summary(), workdir)
 
 
 def time_to_target(run: TrainRun, target: float) -> dict[str, float | None]:
@@ -81,14 +89,17 @@ def time_to_target(run: TrainRun, target: float) -> dict[str, float | None]:
 
 
 def train_throughput(config: Config, train: Split, batch_size: int, steps: int, repeats: int) -> dict:
-    """Times `train_step` on one device-resident batch of real images at `batch_size`.
+    """Times `train_step` on one batch of real images at `batch_size`, split over this process's devices as
+    bin/train splits it (one device: all of it on that one).
 
     Returns {"compile_seconds": first call minus one steady step, "images_per_second":
-    spread(...) over `repeats` timings of `steps` steps each}.
+    spread(...) over `repeats` timings of `steps` steps each, "devices": how many}.
     """
     config = config.replace(train={"batch_size": batch_size})
-    state = create_train_state(config, jax.random.key(0))
-    batch = jax.device_put({"image": train.images[:batch_size], "label": train.labels[:batch_size]})
+    mesh = parallel.data_mesh()
+    state = jax.device_put(create_train_state(config, jax.random.key(0)), parallel.replicated(mesh))
+    batch = jax.device_put({"image": train.images[:batch_size], "label": train.labels[:batch_size]},
+                           parallel.batch_sharding(mesh))
     rng = jax.random.key(1)
     started = time.perf_counter()
     state, metrics = train_step(state, batch, rng)
@@ -102,7 +113,33 @@ def train_throughput(config: Config, train: Split, batch_size: int, steps: int, 
         jax.block_until_ready(metrics)
         rates.append(steps * batch_size / (time.perf_counter() - started))
     step_seconds = batch_size / statistics.median(rates)
-    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": spread(rates)}
+    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": spread(rates),
+            "devices": mesh.devices.size}
+
+
+def throughput_process(config: Config, data_dir: Path, batch_size: int, steps: int, repeats: int,
+                       cores: str | None = None) -> dict:
+    """`train_throughput` in a fresh process with as many CPU devices as bin/train would choose there, on
+    every core this process may use, or pinned with taskset to `cores` ("0": the first core alone)."""
+    request = {"config": to_dict(config), "data_dir": str(data_dir), "batch_size": batch_size, "steps": steps,
+               "repeats": repeats}
+    command = [sys.executable, "-m", "mnist_jax.evaluation.timing", json.dumps(request)]
+    result = subprocess.run((["taskset", "-c", cores] if cores else []) + command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the train_step timing process failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout)
+
+
+def _throughput_worker(request: dict) -> dict:
+    """The process of `throughput_process`: its CPU devices first, then the timing."""
+    from mnist_jax.data import dataset
+
+    config = from_dict(request["config"])
+    parallel.use_cpu_devices(parallel.cpu_device_count(config.replace(train={"batch_size": request["batch_size"]}),
+                                                        parallel.Cluster(), parallel.usable_cores()))
+    spec = config.data.spec
+    train = dataset.split(dataset.load(Path(request["data_dir"]), spec=spec), config.data).train
+    return train_throughput(config, train, request["batch_size"], request["steps"], request["repeats"])
 
 
 def eval_throughput(config: Config, split: Split, repeats: int) -> dict:
@@ -146,3 +183,7 @@ def digit_image(split: Split, path: Path) -> Path:
 
     Image.fromarray(np.asarray(split.images[0, :, :, 0])).save(path)
     return path
+
+
+if __name__ == "__main__":
+    print(json.dumps(_throughput_worker(json.loads(sys.argv[1]))))

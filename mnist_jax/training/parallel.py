@@ -75,6 +75,40 @@ def initialize(cluster: Cluster) -> None:
                            "coordinator address and process count") from None
 
 
+def usable_cores_set() -> set[int]:
+    """The CPU cores this process may run on (its affinity: `taskset -c 0` makes it {0})."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """How many CPU cores this process may run on (see `usable_cores_set`)."""
+    return len(usable_cores_set())
+
+
+def cpu_device_count(config: Config, cluster: Cluster, cores: int) -> int:
+    """How many CPU devices a process of `config` splits its batches over: `train.cpu_devices`, or for 0 one
+    per core (one per process when several processes share the machine), as many as divide both batch sizes.
+
+    XLA:CPU runs each device's program on its own thread, and a small net's convolutions keep more cores
+    busy as halves of a batch on two devices than as one batch on intra-op threads (see docs/speed.md).
+    """
+    if config.train.cpu_devices:
+        return config.train.cpu_devices
+    if cluster.explicit:
+        return 1
+    sizes = (config.train.batch_size, config.train.eval_batch_size)
+    return max(n for n in range(1, max(1, cores) + 1) if all(size % n == 0 for size in sizes))
+
+
+def use_cpu_devices(count: int) -> None:
+    """Gives the CPU backend `count` devices, unless JAX_NUM_CPU_DEVICES names a count already.
+
+    Must run before JAX starts its backends; on a GPU or TPU backend the CPU devices go unused.
+    """
+    if "JAX_NUM_CPU_DEVICES" not in os.environ:
+        jax.config.update("jax_num_cpu_devices", count)
+
+
 def is_lead() -> bool:
     """True in process 0, the one that logs and writes files."""
     return jax.process_index() == 0

@@ -28,6 +28,8 @@ from mnist_jax.training.loops import make_loop, run_keys, segment_length
 from mnist_jax.training.step import create_train_state, evaluate, steps_per_epoch
 from mnist_jax.training.teachers import teaching
 
+PLOT_INTERVAL = 10.0  # s: epochs shorter than this redraw the plots at most this often (drawing costs 0.4 s)
+
 
 class Stopped(Exception):
     """Training stopped on request after writing a checkpoint of `step`."""
@@ -70,7 +72,7 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
         log(f"model: {parameter_count:,} parameters; {len(data.train.labels):,} training, "
             f"{len(data.validation.labels):,} validation images; {type(loop).__name__} on "
             f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} process(es)")
-        bar, compiled = None, False
+        bar, compiled, plotted = None, False, -math.inf
         while step < total_steps:
             epoch = step // steps_in_epoch + 1
             if bar is None:
@@ -90,7 +92,10 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
             if step % steps_in_epoch == 0:
                 bar.close()
                 bar = None
-                record = _end_epoch(config, run, state, step, data, progress, history, replicated, lead)
+                record = _end_epoch(config, run, state, step, data, progress, history, replicated)
+                if lead and (step == total_steps or time.perf_counter() - plotted >= PLOT_INTERVAL):
+                    plot_history(history, run.path)
+                    plotted = time.perf_counter()
                 metrics = {name: record[name] for name in ("val_accuracy", "val_loss", "val_temperature")}
                 _save(manager, step, state, config, metrics, {}, run)
                 log(_epoch_line(record, config.train.epochs))
@@ -100,10 +105,14 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
             if should_stop() and step < total_steps:
                 if int(manager.latest_step() or -1) != step:
                     _save(manager, step, state, config, None, progress, run)
+                if lead and history:
+                    plot_history(history, run.path)
                 raise Stopped(step, steps_in_epoch)
     finally:
         checkpoint.finish(manager)  # waits for a save in flight, so a stopped run keeps complete checkpoints
-    return _final_test(config, run, data, history, started, parameter_count, lead)
+    # The best checkpoint is most often the last step's state, still in memory: no need to read it back.
+    final = (state, step) if manager.best_step() == step else None
+    return _final_test(config, run, data, history, started, parameter_count, lead, final, replicated)
 
 
 def _start(config: Config, run: RunDir, keys: dict, sharding, log: Callable[[str], None]):
@@ -185,8 +194,8 @@ def _progress_bar(epoch: int, epochs: int, steps_in_epoch: int, done: int, lead:
 
 
 def _end_epoch(config: Config, run: RunDir, state, step: int, data: Splits, progress: dict,
-               history: list[dict], sharding, lead: bool) -> dict:
-    """Evaluates on validation; process 0 appends the epoch's record to metrics.jsonl and redraws the plots."""
+               history: list[dict], sharding) -> dict:
+    """Evaluates on validation; process 0 appends the epoch's record to metrics.jsonl."""
     val = evaluate(state, data.validation.images, data.validation.labels, config.train.eval_batch_size,
                    parallel.batch_sharding(sharding.mesh))
     record = {
@@ -203,10 +212,9 @@ def _end_epoch(config: Config, run: RunDir, state, step: int, data: Splits, prog
         "time": time.time(),
     }
     history.append(record)
-    if lead:
+    if parallel.is_lead():
         with open(run.metrics, "a") as metrics_file:
             metrics_file.write(json.dumps(record) + "\n")
-        plot_history(history, run.path)
     return record
 
 
@@ -218,19 +226,28 @@ def _epoch_line(record: dict, epochs: int) -> str:
 
 
 def _final_test(config: Config, run: RunDir, data: Splits, history: list[dict], started: float,
-                parameter_count: int, lead: bool) -> dict:
-    """Tests the checkpoint with the best validation accuracy (each process on its own first device);
+                parameter_count: int, lead: bool, final: tuple | None, sharding) -> dict:
+    """Tests the checkpoint with the best validation accuracy: `final` (state, step) when that is the state
+    in memory (split over the mesh as in training), else restored (each process on its own first device);
     process 0 writes summary.json. Returns the summary."""
-    best = checkpoint.restore(run.path, "best")
-    test = evaluate(best.state, data.test.images, data.test.labels, config.train.eval_batch_size)
-    best_record = next(r for r in history if r["step"] == best.step)
+    if final is not None:
+        state, step = final
+        test = evaluate(state, data.test.images, data.test.labels, config.train.eval_batch_size,
+                        parallel.batch_sharding(sharding.mesh))
+        best_record = next(r for r in history if r["step"] == step)
+        best_step, temperature = step, best_record["val_temperature"]
+    else:
+        best = checkpoint.restore(run.path, "best")
+        test = evaluate(best.state, data.test.images, data.test.labels, config.train.eval_batch_size)
+        best_record = next(r for r in history if r["step"] == best.step)
+        best_step, temperature = best.step, best.temperature
     summary = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "best_epoch": best_record["epoch"],
-        "best_step": best.step,
+        "best_step": best_step,
         "best_val_accuracy": best_record["val_accuracy"],
-        "temperature": best.temperature,
+        "temperature": temperature,
         "epochs": config.train.epochs,
         "parameters": parameter_count,
         "train_seconds": sum(r["train_seconds"] for r in history),
