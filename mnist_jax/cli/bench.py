@@ -81,10 +81,10 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
     comparison = None
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
         scratch = Path(scratch)
+        cache = scratch / "xla-cache"  # empty for the first run, warm for the repeats
         if args.compare:
-            cold, runs, comparison = side_by_side(args, config, overrides, data_dir, scratch, log)
+            cold, runs, comparison = side_by_side(args, config, overrides, data_dir, scratch, cache, log)
         else:
-            cache = scratch / "xla-cache"  # empty for the first run, warm for the repeats
             log(f"bench: bin/train {train_flags(overrides)}, 1 run with an empty compilation cache + {args.repeats}")
             cold = timing.run_train(overrides, data_dir, scratch / "run-cold", cache)
             runs = [timing.run_train(overrides, data_dir, scratch / f"run-{i}", cache)
@@ -158,10 +158,11 @@ def worktree(commit: str, path: Path):
 
 
 def side_by_side(args: argparse.Namespace, config: config_lib.Config, overrides: dict[str, str], data_dir: Path,
-                 scratch: Path, log) -> tuple:
+                 scratch: Path, cache: Path, log) -> tuple:
     """Runs bin/train of `overrides` at --compare's commit and in this checkout, alternately: for each a cold
-    run that fills its own compilation and decoded-data caches, then --repeats warm runs. Returns this
-    checkout's (cold run, warm runs) and the comparison: each side's medians and this one's over the other's."""
+    run that fills its own compilation cache (`cache` for this checkout's) and decoded-data cache, then
+    --repeats warm runs. Returns this checkout's (cold run, warm runs) and the comparison: each side's
+    medians and this one's over the other's."""
     from mnist_jax.evaluation import timing
     from mnist_jax.evaluation.figures import spread
 
@@ -169,6 +170,7 @@ def side_by_side(args: argparse.Namespace, config: config_lib.Config, overrides:
                           capture_output=True, text=True).stdout.strip() or "this checkout"
     with worktree(args.compare, scratch / "compared") as (other, commit):
         sources = {commit: other, this: None}
+        caches = {commit: scratch / "xla-compared", this: cache}
         for name in sources:  # each its own copy: the decoded cache's format is each version's own
             shutil.copytree(data_dir / config.data.spec.relative_dir, scratch / f"data-{name}" /
                             config.data.spec.relative_dir)
@@ -177,12 +179,12 @@ def side_by_side(args: argparse.Namespace, config: config_lib.Config, overrides:
         for name, source in sources.items():
             log(f"bench: bin/train {train_flags(overrides)} at {name[:12]}, empty compilation cache")
             colds[name] = timing.run_train(overrides, scratch / f"data-{name}", scratch / f"{name}-cold",
-                                           scratch / f"xla-{name}", source)
+                                           caches[name], source)
         for index in range(args.repeats):
             for name, source in sources.items():
                 log(f"bench: run {index + 1} of {args.repeats} at {name[:12]}")
                 runs[name].append(timing.run_train(overrides, scratch / f"data-{name}", scratch / f"{name}-{index}",
-                                                   scratch / f"xla-{name}", source))
+                                                   caches[name], source))
     measures = {"process_seconds": lambda run: run.seconds,
                 "train_seconds": lambda run: run.summary["train_seconds"],
                 "test_accuracy_percent": lambda run: 100 * run.summary["test_accuracy"],

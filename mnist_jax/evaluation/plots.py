@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+
+def preload() -> threading.Thread:
+    """Imports matplotlib (half a second of Python) in a background thread, while the caller goes on
+    with work that waits on XLA; returns the thread. `_figure` then finds it imported."""
+    def load() -> None:
+        for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):  # the figure, and savefig's PNG
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=load, name="preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _figure(**options):

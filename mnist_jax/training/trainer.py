@@ -21,7 +21,7 @@ from tqdm import tqdm
 from mnist_jax.config import Config
 from mnist_jax.data.dataset import Splits
 from mnist_jax.errors import DamagedCheckpoint, Diverged
-from mnist_jax.evaluation.plots import plot_history
+from mnist_jax.evaluation.plots import plot_history, preload
 from mnist_jax.run_dir import RunDir, saved_steps
 from mnist_jax.training import checkpoint, parallel
 from mnist_jax.training.loops import make_loop, run_keys, segment_length
@@ -54,6 +54,8 @@ def train_and_evaluate(config: Config, workdir: Path, data: Splits, log: Callabl
     run = RunDir(workdir)
     lead = parallel.is_lead()  # only process 0 logs and writes files; every process saves checkpoints
     log = log if lead else (lambda line: None)
+    if lead:
+        preload()  # the plots' library loads while the steps compile and run
     mesh = parallel.data_mesh()
     parallel.check_divisible(config, mesh)
     replicated = parallel.replicated(mesh)
