@@ -25,6 +25,7 @@ SHORT_RUN = ["--preset", "default", "--data.train_size", "10000", "--train.batch
 SHORT_RUN_MIN_TEST_ACCURACY = 0.95
 # The run bin/serve's tests draw digits for: the fast preset as a user trains it (about 99.1% test, ~30 s).
 FAST_RUN = ["--preset", "fast"]
+FASHION_RUN = ["--preset", "fast", "--data.name", "fashion_mnist"]
 
 
 def run_tool(tool: str, *args: str, timeout: float = 600, env_extra: dict | None = None,
@@ -144,9 +145,10 @@ def build_fashion_data_dir(tmp_path_factory) -> Path:
                                                         log=lambda line: None))
 
 
-def build_run(tmp_path_factory, name: str, flags: list[str]) -> TrainedRun:
-    """Trains `flags` once per session with the real bin/train, as the run `name`."""
-    data_dir = build_data_dir(tmp_path_factory)
+def build_run(tmp_path_factory, name: str, flags: list[str], data: Callable = build_data_dir) -> TrainedRun:
+    """Trains `flags` once per session with the real bin/train, as the run `name`, on the data directory
+    `data` builds (MNIST's unless told)."""
+    data_dir = data(tmp_path_factory)
 
     def train(runs: Path) -> None:
         result = run_tool("train", *flags, "--data-dir", str(data_dir), "--data-source", "prepared",
@@ -164,6 +166,12 @@ def build_trained_run(tmp_path_factory) -> TrainedRun:
 
 def build_fast_run(tmp_path_factory) -> TrainedRun:
     return build_run(tmp_path_factory, "fast", FAST_RUN)
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory, fashion_data_dir) -> TrainedRun:
+    """The fast preset trained on Fashion-MNIST (see FASHION_RUN), shared by the workers like `trained_run`."""
+    return build_run(tmp_path_factory, "fashion", FASHION_RUN, build_fashion_data_dir)
 
 
 @pytest.fixture(scope="session")

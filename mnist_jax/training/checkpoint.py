@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
@@ -24,7 +23,7 @@ from mnist_jax import config as config_lib
 from mnist_jax.config import Config
 from mnist_jax.errors import CheckpointFormatError, DamagedCheckpoint, NoCheckpoint, NotWritable, OtherConfig
 from mnist_jax.run_dir import RunDir, saved_steps
-from mnist_jax.training.step import TrainState, create_train_state
+from mnist_jax.training.step import TrainState, all_finite, create_train_state
 from mnist_jax.writable import check_writable
 
 # What a checkpoint holds: state (step, params, opt_state, batch_stats, ema_params), config, progress.
@@ -234,7 +233,7 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, config: Config, sh
         _hold_back_abandoned_reads()
         raise DamagedCheckpoint(manager.directory, step, _reason("state", error)) from None
     # Truncated array files can read back as garbage instead of failing: the values must be finite.
-    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params)):
+    if not bool(all_finite(state.params)):
         raise DamagedCheckpoint(manager.directory, step, "state: parameters are not finite")
     return state
 

@@ -106,6 +106,13 @@ def create_train_state(config: Config, rng: jax.Array) -> TrainState:
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array, not a Python int: one trace for every step
 
 
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """Whether every value of every array in `tree` is finite: a bool scalar, in one compiled program (a
+    check leaf by leaf compiles one per shape)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def inference_variables(state: TrainState) -> dict:
     """Returns the variables that evaluate and predict apply: the EMA params when the run keeps them,
     else the trained params, with the BatchNorm running statistics if the model has any."""

@@ -25,7 +25,7 @@ from mnist_jax.evaluation.plots import plot_history, preload
 from mnist_jax.run_dir import RunDir, saved_steps
 from mnist_jax.training import checkpoint, parallel
 from mnist_jax.training.loops import make_loop, run_keys, segment_length
-from mnist_jax.training.step import create_train_state, evaluate, steps_per_epoch
+from mnist_jax.training.step import all_finite, create_train_state, evaluate, steps_per_epoch
 from mnist_jax.training.teachers import teaching
 
 PLOT_INTERVAL = 10.0  # s: epochs shorter than this redraw the plots at most this often (drawing costs 0.4 s)
@@ -179,9 +179,12 @@ def _check_finite(losses: np.ndarray, first_step: int, manager, run: RunDir) -> 
 
 def _save(manager, step: int, state, config: Config, metrics: dict | None, progress: dict, run: RunDir) -> None:
     """Saves a checkpoint, unless the parameters are no longer finite (then the run stops)."""
-    if not all(parallel.to_host(jax.tree.leaves(jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), state.params)))):
+    if not parallel.to_host(all_finite(state.params)):
         _diverged(f"the parameters became non-finite by step {step}", manager, run)
-    checkpoint.save(manager, step, state, config, metrics, progress)
+    # One process: save a host copy. Orbax would slice each replicated array once per device and shape,
+    # compiling as many small programs; several processes save their global arrays together.
+    checkpoint.save(manager, step, jax.device_get(state) if jax.process_count() == 1 else state, config, metrics,
+                    progress)
 
 
 def _diverged(what: str, manager, run: RunDir):
