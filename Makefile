@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: setup train test test-fast serve chromium fashion-mnist distilled data docs evaluation-figures augment-figure gallery \
-	serve-screenshot env-sizes clean
+	serve-screenshot fashion-gallery env-sizes clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,12 @@ evaluation-figures: setup
 # docs/augment.png: real training digits and random augmentations of them, one row per transform.
 augment-figure: setup
 	$(VENV)/bin/python -m mnist_jax.cli.augment_figure --out docs/augment.png
+
+# docs/fashion.png: Fashion-MNIST test items photographed and drawn, what a Fashion-MNIST run (FASHION_RUN)
+# saw of each and its answer, with bin/eval-inputs' per-condition table on stdout.
+FASHION_RUN ?= runs/fashion
+fashion-gallery: setup
+	bin/eval-inputs --run $(FASHION_RUN) --per-condition 300 --gallery docs/fashion.png
 
 # The README's gallery and per-condition table: bin/predict's preprocessing on realistic renders.
 gallery: setup

@@ -237,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             examples.extend(gallery_example(files[i], scored, i, model.info.classes) for i in gallery_picks)
         return scored
 
+    picks = range(max(1, 8 // len(conditions)))  # the gallery: a row of at least 8 renders
     for name in conditions:
         renders_scored.append(evaluate(name, list(render_condition(
-            known, name, data.test_images, data.test_labels, args.per_condition, args.seed))))
+            known, name, data.test_images, data.test_labels, args.per_condition, args.seed)), picks))
     print(concatenate(renders_scored).row(f"**all {spec.name} renders**"))
     if fonts:
         files = list(render_fonts(fonts, args.fonts_per_digit, args.seed))
