@@ -161,28 +161,29 @@ def side_by_side(args: argparse.Namespace, config: config_lib.Config, overrides:
                  scratch: Path, cache: Path, log) -> tuple:
     """Runs bin/train of `overrides` at --compare's commit and in this checkout, alternately: for each a cold
     run that fills its own compilation cache (`cache` for this checkout's) and decoded-data cache, then
-    --repeats warm runs. Returns this checkout's (cold run, warm runs) and the comparison: each side's
-    medians and this one's over the other's."""
+    --repeats warm runs. Returns this checkout's (cold run, warm runs) and the comparison: the two commits,
+    each side's medians ("compared", "this") and this one's over the other's."""
     from mnist_jax.evaluation import timing
     from mnist_jax.evaluation.figures import spread
 
     this = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[2]), "rev-parse", "HEAD"],
                           capture_output=True, text=True).stdout.strip() or "this checkout"
     with worktree(args.compare, scratch / "compared") as (other, commit):
-        sources = {commit: other, this: None}
-        caches = {commit: scratch / "xla-compared", this: cache}
+        # Keyed by role, not by commit: comparing a commit with itself keeps two sides.
+        sources, labels = {"compared": other, "this": None}, {"compared": commit, "this": this}
+        caches = {"compared": scratch / "xla-compared", "this": cache}
         for name in sources:  # each its own copy: the decoded cache's format is each version's own
             shutil.copytree(data_dir / config.data.spec.relative_dir, scratch / f"data-{name}" /
                             config.data.spec.relative_dir)
         runs = {name: [] for name in sources}
         colds = {}
         for name, source in sources.items():
-            log(f"bench: bin/train {train_flags(overrides)} at {name[:12]}, empty compilation cache")
+            log(f"bench: bin/train {train_flags(overrides)} at {labels[name][:12]}, empty compilation cache")
             colds[name] = timing.run_train(overrides, scratch / f"data-{name}", scratch / f"{name}-cold",
                                            caches[name], source)
         for index in range(args.repeats):
             for name, source in sources.items():
-                log(f"bench: run {index + 1} of {args.repeats} at {name[:12]}")
+                log(f"bench: run {index + 1} of {args.repeats} at {labels[name][:12]}")
                 runs[name].append(timing.run_train(overrides, scratch / f"data-{name}", scratch / f"{name}-{index}",
                                                    caches[name], source))
     measures = {"process_seconds": lambda run: run.seconds,
@@ -191,9 +192,9 @@ def side_by_side(args: argparse.Namespace, config: config_lib.Config, overrides:
                 "cores_busy": lambda run: run.cpu_seconds / run.seconds}
     sides = {name: {key: spread([measure(run) for run in runs[name]]) for key, measure in measures.items()}
              for name in sources}
-    ratios = {key: sides[this][key]["median"] / sides[commit][key]["median"] for key in measures}
+    ratios = {key: sides["this"][key]["median"] / sides["compared"][key]["median"] for key in measures}
     comparison = {"commits": [commit, this], "sides": sides, "ratios": ratios}
-    return colds[this], runs[this], comparison
+    return colds["this"], runs["this"], comparison
 
 
 COMPARED = {"process_seconds": ("whole bin/train process", "s"), "train_seconds": ("its training", "s"),
@@ -206,7 +207,7 @@ def format_comparison(comparison: dict, repeats: int) -> str:
     lines = [f"side by side, medians of {repeats} alternating runs each, warm caches:",
              f"{'figure':<28} {old[:12]:>12} {new[:12]:>12} {'ratio':>7}  unit"]
     for key, (label, unit) in COMPARED.items():
-        a, b = (comparison["sides"][name][key]["median"] for name in (old, new))
+        a, b = (comparison["sides"][name][key]["median"] for name in ("compared", "this"))
         lines.append(f"{label:<28} {_show(a):>12} {_show(b):>12} {comparison['ratios'][key]:>7.3f}  {unit}")
     return "\n".join(lines)
 
