@@ -21,7 +21,8 @@ from mnist_jax import config as config_lib
 from mnist_jax.training import checkpoint, parallel
 
 EIGHT_DEVICES = {"JAX_NUM_CPU_DEVICES": "8"}
-TWO_PROCESS_RUN = ["--data.train_size", "640", "--train.epochs", "1", "--train.checkpoint_every", "5"]
+TWO_PROCESS_RUN = ["--data.train_size", "640", "--train.batch_size", "64", "--train.epochs", "1",
+                   "--train.checkpoint_every", "5"]
 
 
 def run_python(code: str, env_extra: dict, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -20,7 +20,8 @@ from conftest import committed_steps, read_jsonl, run_tool, start_tool, wait_for
 
 from mnist_jax.training import checkpoint
 
-SMALL_RUN = ["--data.train_size", "1280", "--train.epochs", "3", "--train.checkpoint_every", "5"]
+SMALL_RUN = ["--data.train_size", "1280", "--train.batch_size", "64", "--train.epochs", "3",
+             "--train.checkpoint_every", "5"]
 TOTAL_STEPS = 3 * 1280 // 64
 
 

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in conditions:
         renders_scored.append(evaluate(name, list(render_condition(
             known, name, data.test_images, data.test_labels, args.per_condition, args.seed)), picks))
-    print(concatenate(renders_scored).row(f"**all {spec.name} renders**"))
+    print(concatenate(renders_scored).row(f"**all {spec.title} renders**"))
     if fonts:
         files = list(render_fonts(fonts, args.fonts_per_digit, args.seed))
         scored = evaluate(FONT_CONDITION, files, gallery_picks=range(0, len(files), max(1, len(files) // 8))[:8])
