@@ -62,7 +62,8 @@ def wait_for_checkpoint(process: subprocess.Popen, workdir: Path, timeout: float
     return committed_steps(workdir)
 # The modules that take minutes: the workers start on them (after the modules that need no MNIST,
 # which run while the shared MNIST is being prepared), so that none is left running alone at the end.
-LONGEST_FIRST = ("test_loops", "test_resume", "test_parallel", "test_distill", "test_data", "test_bench")
+LONGEST_FIRST = ("test_loops", "test_resume", "test_parallel", "test_distill", "test_fashion", "test_data",
+                 "test_bench")
 
 
 def pytest_collection_modifyitems(config, items):

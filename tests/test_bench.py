@@ -20,6 +20,8 @@ FIGURES = [
 def test_bench_measures_every_figure_beside_another_commit_and_writes_json(data_dir, tmp_path):
     path = tmp_path / "bench.json"
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # Compared with HEAD itself: the bin/train of a worktree of HEAD alternates with this checkout's, and
+    # this checkout's runs are the figures' runs (4 tiny trainings in all).
     result = run_tool("bench", "--preset", "tiny", "--data.train_size", "2000", "--train.batch_size", "32",
                       "--repeats", "1", "--compare", "HEAD",
                       "--batch-sizes", "8", "--steps", "2", "--target", "0.5", "--data-dir", str(data_dir),

@@ -73,5 +73,5 @@ def test_photos_of_test_items_are_read_in_class_names_and_the_onnx_file_agrees(f
     onnx_rows = [json.loads(line) for line in
                  run_tool("predict", directory, "--model", str(model), "--json").stdout.splitlines()]
     assert [row["class"] for row in onnx_rows] == [row["class"] for row in rows]
-    table = run_tool("predict", directory, "--model", str(model)).stdout.splitlines()
+    table = run_tool("predict", directory, "--model", str(model)).stdout.splitlines()  # onnxruntime: 0.5 s
     assert table[0].split()[:2] == ["file", "class"] and any("Trouser" in line for line in table[1:])
