@@ -181,10 +181,7 @@ def _save(manager, step: int, state, config: Config, metrics: dict | None, progr
     """Saves a checkpoint, unless the parameters are no longer finite (then the run stops)."""
     if not parallel.to_host(all_finite(state.params)):
         _diverged(f"the parameters became non-finite by step {step}", manager, run)
-    # One process: save a host copy. Orbax would slice each replicated array once per device and shape,
-    # compiling as many small programs; several processes save their global arrays together.
-    checkpoint.save(manager, step, jax.device_get(state) if jax.process_count() == 1 else state, config, metrics,
-                    progress)
+    checkpoint.save(manager, step, state, config, metrics, progress)
 
 
 def _diverged(what: str, manager, run: RunDir):
