@@ -98,13 +98,20 @@ def random_grid(key: jax.Array, shape: tuple[int, int], config: AugmentConfig) -
 COARSE_SIDES = (8, 10, 12, 14, 16, 20)  # a coarse image is drawn at one of these sides, then enlarged to 28
 
 
+def coarse_matrices(size: int) -> jax.Array:
+    """Returns float32 (len(COARSE_SIDES), size, size): per side n, the linear map of one axis that shrinks it to
+    n pixels (area-averaged) and enlarges it back bilinearly (`jax.image.resize` applied to the identity)."""
+    eye = jnp.eye(size, dtype=jnp.float32)
+    return jnp.stack([jax.image.resize(jax.image.resize(eye, (n, size), "linear", antialias=True), (size, size),
+                                       "linear") for n in COARSE_SIDES])
+
+
 def coarsen(image: jax.Array, side: jax.Array) -> jax.Array:
-    """Returns image (H, W, C) shrunk (area-averaged) to COARSE_SIDES[side] pixels a side and enlarged
-    back bilinearly: the detail of a low-resolution scan. `side` is a traced index."""
-    height, width, channels = image.shape
-    versions = jnp.stack([jax.image.resize(jax.image.resize(image, (n, n, channels), "linear", antialias=True),
-                                           (height, width, channels), "linear") for n in COARSE_SIDES])
-    return versions[side]
+    """Returns image (H, W, C), H == W, shrunk (area-averaged) to COARSE_SIDES[side] pixels a side and enlarged
+    back bilinearly: the detail of a low-resolution scan. `side` is a traced index. The resize is separable, so
+    it is one matrix on each side of the image (two small products instead of a dozen resizes)."""
+    matrix = coarse_matrices(image.shape[0])[side]
+    return jnp.einsum("ij,jkc,lk->ilc", matrix, image, matrix)
 
 
 def blur(image: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -142,7 +149,8 @@ def augment(images: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Arr
     `config` is static (hashable): a new config compiles anew, a new key does not.
     """
     def one(image, image_key):
-        moved = resample(image, random_grid(image_key, image.shape[:2], config))
-        return degrade(moved, jax.random.fold_in(image_key, 1), config)  # its own stream: the moves stay as they were
+        if config.moves:  # the identity grid would resample every pixel to itself
+            image = resample(image, random_grid(image_key, image.shape[:2], config))
+        return degrade(image, jax.random.fold_in(image_key, 1), config)  # its own stream: the moves stay as they were
 
     return jax.vmap(one)(images, jax.random.split(key, images.shape[0]))

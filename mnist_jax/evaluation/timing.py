@@ -27,6 +27,7 @@ from mnist_jax.data.dataset import Split
 from mnist_jax.evaluation.figures import cpu_name, predict_processes, spread
 from mnist_jax.run_dir import RunDir
 from mnist_jax.training import parallel
+from mnist_jax.training.loops import HOST_SEGMENT
 from mnist_jax.training.step import create_train_state, evaluate, train_step
 
 
@@ -108,8 +109,10 @@ def train_throughput(config: Config, train: Split, batch_size: int, steps: int, 
     rates = []
     for _ in range(repeats):
         started = time.perf_counter()
-        for _ in range(steps):
+        for index in range(steps):
             state, metrics = train_step(state, batch, rng)
+            if (index + 1) % HOST_SEGMENT == 0:  # as bin/train waits (see HOST_SEGMENT)
+                jax.block_until_ready(metrics)
         jax.block_until_ready(metrics)
         rates.append(steps * batch_size / (time.perf_counter() - started))
     step_seconds = batch_size / statistics.median(rates)

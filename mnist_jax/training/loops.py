@@ -24,7 +24,10 @@ from mnist_jax.data.dataset import Split
 from mnist_jax.training import parallel
 from mnist_jax.training.step import PLAIN, StepOptions, TrainState, steps_per_epoch, train_step, update
 
-HOST_SEGMENT = 25  # host loop: steps between fetches of the metrics (each waits for the device)
+# Host loop: steps between fetches of the metrics (each waits for the device). Fewer than XLA:CPU's 32
+# computations in flight per device: past them, with several CPU devices, a dispatch waiting for a free
+# slot can leave a step launched on one device and not on the other, whose collectives then wait forever.
+HOST_SEGMENT = 25
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
