@@ -131,12 +131,16 @@ def test_teachers_online_label_the_augmented_images_the_student_sees(trained_run
 
     online_state, online = step({"image": images, "label": labels}, teachers=teachers)
     given_state, given = step({"image": images, "label": labels, "teacher": on_seen})
-    _, clean = step({"image": images, "label": labels, "teacher": on_clean})
+    clean_state, _ = step({"image": images, "label": labels, "teacher": on_clean})
     np.testing.assert_allclose(float(online["loss"]), float(given["loss"]), rtol=1e-5)
     for online_leaf, given_leaf in zip(jax.tree.leaves(online_state.params), jax.tree.leaves(given_state.params),
                                        strict=True):
         np.testing.assert_allclose(online_leaf, given_leaf, rtol=1e-4, atol=1e-6)
-    assert abs(float(online["loss"]) - float(clean["loss"])) > 1e-3  # not the clean images' labels
+    # Not the clean images' labels: those move the parameters elsewhere (the loss of a fresh student, near
+    # uniform, hardly depends on its targets; its gradients do).
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(online_state.params),
+                                                            jax.tree.leaves(clean_state.params), strict=True))
+    assert moved > 1e-5
     state, _ = train_step(online_state, {"image": mnist.train_images[64:128], "label": labels}, rng, options,
                           teachers=teachers)
     compiled = train_step._cache_size()
