@@ -60,8 +60,9 @@ def wait_for_checkpoint(process: subprocess.Popen, workdir: Path, timeout: float
     while not committed_steps(workdir) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return committed_steps(workdir)
-# The modules that take minutes (test_bench holds the longest test): the workers start on them (after the modules that need no MNIST,
-# which run while the shared MNIST is being prepared), so that none is left running alone at the end.
+# The modules that take minutes (test_bench holds the longest test): the workers start on them (after
+# the modules that need no MNIST, which run while the shared MNIST is being prepared), so that none is
+# left running alone at the end.
 LONGEST_FIRST = ("test_bench", "test_loops", "test_resume", "test_parallel", "test_distill", "test_fashion",
                  "test_data")
 

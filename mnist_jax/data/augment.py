@@ -138,7 +138,8 @@ def degrade(image: jax.Array, key: jax.Array, config: AugmentConfig) -> jax.Arra
         image = blur(image, jax.random.uniform(keys[2], maxval=config.blur))
     if config.stroke:
         image = thicken(image, jax.random.uniform(keys[3]) < config.stroke)
-    return image * (peak / jnp.maximum(jnp.max(image), 1e-6))  # the darkest ink stays as dark: preprocessing does the same
+    # The darkest ink stays as dark: preprocessing does the same.
+    return image * (peak / jnp.maximum(jnp.max(image), 1e-6))
 
 
 @functools.partial(jax.jit, static_argnames="config")
