@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,13 @@ def run_tool(tool: str, *args: str, timeout: float = 600, env_extra: dict | None
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", f"mnist_jax.cli.{tool}", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
+
+
+def run_python(code: str, env_extra: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs `python -c CODE` (dedented) with this checkout importable; returns the finished process (text output)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def start_tool(tool: str, *args: str) -> subprocess.Popen:

@@ -4,12 +4,9 @@ and the side-by-side run of another commit; its step timing on two CPU devices."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import textwrap
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_python, run_tool
 
 FIGURES = [
     "process_seconds", "process_seconds_cold_cache", "val_target_from_start_seconds", "val_target_training_seconds",
@@ -61,7 +58,7 @@ def test_bench_takes_trains_overrides_and_rejects_a_bad_value_in_one_line():
 
 def test_the_step_timing_on_two_cpu_devices_finishes_with_more_steps_than_xla_keeps_in_flight():
     # XLA:CPU admits 32 computations in flight per device: 60 steps queued at once hung two devices' collectives.
-    code = textwrap.dedent("""
+    result = run_python("""
         import numpy as np
         from mnist_jax import config
         from mnist_jax.data.dataset import Split
@@ -71,8 +68,6 @@ def test_the_step_timing_on_two_cpu_devices_finishes_with_more_steps_than_xla_ke
         train = Split(rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 64).astype(np.int32))
         result = train_throughput(config.get_preset("tiny"), train, batch_size=64, steps=60, repeats=2)
         print(result["devices"], result["images_per_second"]["median"] > 0)
-    """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_NUM_CPU_DEVICES": "2"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    """, {"JAX_NUM_CPU_DEVICES": "2"}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "True"]

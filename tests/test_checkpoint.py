@@ -4,18 +4,15 @@ and a checkpoint restores in another process and on another device count."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-import textwrap
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, run_tool
+from conftest import run_python, run_tool
 from PIL import Image
 
 from mnist_jax import config as config_lib
@@ -27,14 +24,6 @@ from mnist_jax.training import checkpoint, trainer
 from mnist_jax.training.step import create_train_state, evaluate
 
 TINY = config_lib.get_preset("tiny")
-
-
-def run_python(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_manager_keeps_the_latest_steps_and_the_best_by_validation_accuracy(tmp_path):
@@ -55,13 +44,14 @@ def test_manager_keeps_the_latest_steps_and_the_best_by_validation_accuracy(tmp_
 def test_restore_in_a_new_process_gives_identical_predictions(trained_run, mnist, tmp_path):
     images = mnist.test_images[:300]
     np.save(tmp_path / "images.npy", images)
-    run_python(f"""
+    result = run_python(f"""
         import numpy as np
         from mnist_jax.training import checkpoint
         from mnist_jax.inference.predict import predict
         state = checkpoint.restore({str(trained_run.path)!r}).state
         np.save({str(tmp_path / 'probs.npy')!r}, predict(state, np.load({str(tmp_path / 'images.npy')!r})))
     """)
+    assert result.returncode == 0, result.stderr
     here = predict(checkpoint.restore(trained_run.path).state, images)
     np.testing.assert_array_equal(np.load(tmp_path / "probs.npy"), here)
     assert np.mean(here.argmax(1) == mnist.test_labels[:300]) > 0.9
@@ -107,13 +97,14 @@ def test_a_resnet_with_ema_restores_its_batchnorm_statistics_and_ema_in_a_new_pr
     trainer.train_and_evaluate(config, tmp_path / "run", dataset.split(mnist, config.data), log=lambda line: None)
     images = mnist.test_images[:200]
     np.save(tmp_path / "images.npy", images)
-    run_python(f"""
+    result = run_python(f"""
         import numpy as np
         from mnist_jax.training import checkpoint
         from mnist_jax.inference.predict import predict
         state = checkpoint.restore({str(tmp_path / 'run')!r}).state
         np.save({str(tmp_path / 'probs.npy')!r}, predict(state, np.load({str(tmp_path / 'images.npy')!r})))
     """)
+    assert result.returncode == 0, result.stderr
     restored = checkpoint.restore(tmp_path / "run")
     assert restored.config == config and restored.state.ema_decay == 0.9
     fresh = create_train_state(config, jax.random.key(0))

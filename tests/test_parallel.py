@@ -9,13 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, committed_steps, read_jsonl, run_tool
+from conftest import ROOT, committed_steps, read_jsonl, run_python, run_tool
 
 from mnist_jax import config as config_lib
 from mnist_jax.training import checkpoint, parallel
@@ -23,12 +22,6 @@ from mnist_jax.training import checkpoint, parallel
 EIGHT_DEVICES = {"JAX_NUM_CPU_DEVICES": "8"}
 TWO_PROCESS_RUN = ["--data.train_size", "640", "--train.batch_size", "64", "--train.epochs", "1",
                    "--train.checkpoint_every", "5"]
-
-
-def run_python(code: str, env_extra: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
 
 
 def test_the_sharded_step_on_8_devices_matches_the_single_device_step(data_dir):
