@@ -52,6 +52,8 @@ def test_command_line_strings_override_every_kind_of_field():
     ({"model.name": "vgg"}, "invalid model.name=vgg: must be one of cnn, resnet"),
     ({"model.norm": "layer"}, "invalid model.norm=layer: must be one of none, batch"),
     ({"model.blocks_per_stage": "0"}, "invalid model.blocks_per_stage=0: must be at least 1"),
+    ({"model.norm_group": "48"}, "invalid model.norm_group=48: must be 0 (the whole batch) or a divisor of "
+                                 "train.batch_size=64"),
     ({"train.ema": "1"}, "invalid train.ema=1.0: must be in [0, 1) (0: off)"),
     ({"train.label_smoothing": "-0.1"}, "invalid train.label_smoothing=-0.1: must be in [0, 1) (0: off)"),
     ({"data.validation_size": "30000"},

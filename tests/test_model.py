@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mnist_jax import config as config_lib
-from mnist_jax.model.networks import create_model, init_params, init_variables
+from mnist_jax.model.networks import BATCH_NORM_EPSILON, BatchNorm, create_model, init_params, init_variables
 
 
 def count(params) -> int:
@@ -116,3 +118,41 @@ def assert_batchnorm_trains_by_the_batch_and_infers_by_running_statistics(model,
     # Inference normalises by the running statistics: it is deterministic and batch-independent.
     alone = model.apply(variables, images[:1])
     np.testing.assert_allclose(model.apply(variables, images)[:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def batch_norm_pass(module: nn.Module, variables: dict, x: jax.Array) -> tuple[np.ndarray, dict]:
+    """One training pass of a BatchNorm layer: (normalised x, its new running statistics)."""
+    y, updates = module.apply(variables, x, mutable=["batch_stats"])
+    return np.asarray(y), jax.tree.map(np.asarray, updates["batch_stats"])
+
+
+def test_batchnorm_over_the_whole_batch_is_flaxs_batchnorm():
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (12, 5, 5, 4))
+    ours = BatchNorm(use_running_average=False)
+    flax_own = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=BATCH_NORM_EPSILON)
+    variables = ours.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, flax_own.init(jax.random.key(1), x))
+    variables = {"params": {"scale": jnp.arange(1.0, 5.0), "bias": jnp.arange(4.0)}, **variables}
+    y, stats = batch_norm_pass(ours, variables, x)
+    expected_y, expected_stats = batch_norm_pass(flax_own, variables, x)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stats, expected_stats)
+    inference = {**variables, "batch_stats": stats}
+    np.testing.assert_allclose(BatchNorm(use_running_average=True).apply(inference, x),
+                               nn.BatchNorm(use_running_average=True, epsilon=BATCH_NORM_EPSILON).apply(inference, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("group_size", [4, 6])
+def test_batchnorm_groups_are_each_normalised_alone(group_size):
+    # Groups with different means and spreads: one normalisation over the batch would leave them apart.
+    x = jnp.concatenate([shift + (1 + shift) * jax.random.normal(jax.random.key(shift), (group_size, 3, 3, 2))
+                         for shift in range(12 // group_size)])
+    grouped, whole = BatchNorm(use_running_average=False, group_size=group_size), BatchNorm(use_running_average=False)
+    variables = whole.init(jax.random.key(1), x)
+    y, stats = batch_norm_pass(grouped, variables, x)
+    alone = [batch_norm_pass(whole, variables, x[start : start + group_size]) for start in range(0, 12, group_size)]
+    np.testing.assert_allclose(y, np.concatenate([y for y, _ in alone]), rtol=1e-5, atol=1e-5)
+    for name in ("mean", "var"):  # the running statistics move towards the groups' mean statistics
+        np.testing.assert_allclose(stats[name], np.mean([s[name] for _, s in alone], axis=0), rtol=1e-5)
+    assert not np.allclose(y, batch_norm_pass(whole, variables, x)[0], atol=1e-2)

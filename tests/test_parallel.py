@@ -24,39 +24,66 @@ TWO_PROCESS_RUN = ["--data.train_size", "640", "--train.batch_size", "64", "--tr
                    "--train.checkpoint_every", "5"]
 
 
-def test_the_sharded_step_on_8_devices_matches_the_single_device_step(data_dir):
+def test_the_sharded_step_on_8_devices_matches_the_single_device_step_in_both_forms(data_dir):
+    # The default preset (dropout) is partitioned by the compiler; the fast preset with BatchNorm groups of 8
+    # rows runs per device (64 rows / 8 devices) with one all-reduce: the same steps on one device.
     result = run_python(f"""
+        import re
         import jax, numpy as np
         from mnist_jax import config
         from mnist_jax.data import dataset
         from mnist_jax.training import parallel
         from mnist_jax.training.loops import run_keys
-        from mnist_jax.training.step import create_train_state, train_step
+        from mnist_jax.training.step import StepOptions, create_train_state, train_step
 
         assert jax.device_count() == 8
-        cfg = config.get_preset("default")  # with dropout: its masks must not depend on the sharding
-        train = dataset.split(dataset.load({str(data_dir)!r}), cfg.data).train
-        keys = run_keys(0)
         mesh = parallel.data_mesh()
-        single = create_train_state(cfg, keys["init"])
-        sharded = jax.device_put(create_train_state(cfg, keys["init"]), parallel.replicated(mesh))
-        for step in range(4):
-            rows = slice(step * 64, (step + 1) * 64)
-            batch = {{"image": train.images[rows], "label": train.labels[rows]}}
-            on_mesh = parallel.global_batch(batch, parallel.batch_sharding(mesh))
-            assert len(on_mesh["image"].addressable_shards) == 8
-            assert on_mesh["image"].addressable_shards[0].data.shape == (8, 28, 28, 1)
-            single, single_metrics = train_step(single, jax.device_put(batch), keys["dropout"])
-            sharded, sharded_metrics = train_step(sharded, on_mesh, keys["dropout"])
-            np.testing.assert_allclose(sharded_metrics["loss"], single_metrics["loss"], rtol=1e-5)
-        assert sharded.params["Dense_0"]["kernel"].sharding.is_fully_replicated
-        assert len(sharded.params["Dense_0"]["kernel"].sharding.device_set) == 8
-        for a, b in zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params), strict=True):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        keys = run_keys(0)
+        train = dataset.split(dataset.load({str(data_dir)!r}), config.get_preset("default").data).train
+        per_device = config.get_preset("fast").replace(model={{"norm_group": 8}}, train={{"batch_size": 64}})
+        for cfg in (config.get_preset("default"), per_device):  # the first with dropout: masks must not depend on the sharding
+            options = StepOptions.of(cfg, mesh)
+            assert (options.per_device is None) == (cfg.model.dropout > 0)
+            single = create_train_state(cfg, keys["init"])
+            sharded = jax.device_put(create_train_state(cfg, keys["init"]), parallel.replicated(mesh))
+            for step in range(4):
+                rows = slice(step * 64, (step + 1) * 64)
+                batch = {{"image": train.images[rows], "label": train.labels[rows]}}
+                on_mesh = parallel.global_batch(batch, parallel.batch_sharding(mesh))
+                assert len(on_mesh["image"].addressable_shards) == 8
+                assert on_mesh["image"].addressable_shards[0].data.shape == (8, 28, 28, 1)
+                single, single_metrics = train_step(single, jax.device_put(batch), keys["dropout"], StepOptions.of(cfg))
+                if step == 0 and options.per_device is not None:
+                    program = train_step.lower(sharded, on_mesh, keys["dropout"], options).compile().as_text()
+                    assert len(re.findall(r"\\ball-reduce(?:-start)?\\(", program)) == 1, "one all-reduce per step"
+                sharded, sharded_metrics = train_step(sharded, on_mesh, keys["dropout"], options)
+                np.testing.assert_allclose(sharded_metrics["loss"], single_metrics["loss"], rtol=1e-5)
+            assert sharded.params["Dense_0"]["kernel"].sharding.is_fully_replicated
+            assert len(sharded.params["Dense_0"]["kernel"].sharding.device_set) == 8
+            for a, b in zip(jax.tree.leaves((sharded.params, sharded.batch_stats)),
+                            jax.tree.leaves((single.params, single.batch_stats)), strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
         print("equivalent")
     """, EIGHT_DEVICES)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("equivalent")
+
+
+@pytest.mark.parametrize(("model", "devices", "expected"), [
+    ({"norm_group": 32}, 2, True),  # the fast preset: 64 rows per device, two whole groups each
+    ({"norm_group": 32}, 4, True),
+    ({"norm_group": 32}, 8, False),  # 16 rows per device: a group spans two devices
+    ({"norm_group": 0}, 2, False),  # statistics over the whole batch
+    ({"norm_group": 32}, 1, False),  # nothing to split
+    ({"norm": "none", "norm_group": 0}, 8, True),
+    ({"norm": "none", "dropout": 0.25}, 2, False),  # dropout's masks are drawn for the whole batch
+    ({"name": "resnet", "norm_group": 16, "dropout": 0.0}, 2, True),  # a ResNet always has BatchNorm
+    ({"name": "resnet", "norm_group": 0, "dropout": 0.0}, 2, False),
+])
+def test_a_step_runs_per_device_when_no_row_needs_another_devices_rows(model, devices, expected):
+    config = config_lib.get_preset("fast").replace(model=model)
+    assert config.train.batch_size == 128
+    assert parallel.rows_are_independent(config, devices) == expected
 
 
 def test_a_run_on_8_devices_restores_on_1_and_a_1_device_checkpoint_resumes_on_8(tmp_path, data_dir, trained_run):

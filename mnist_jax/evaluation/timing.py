@@ -28,7 +28,7 @@ from mnist_jax.evaluation.figures import cpu_name, predict_processes, spread
 from mnist_jax.run_dir import RunDir
 from mnist_jax.training import parallel
 from mnist_jax.training.loops import HOST_SEGMENT
-from mnist_jax.training.step import create_train_state, evaluate, train_step
+from mnist_jax.training.step import StepOptions, create_train_state, evaluate, train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +90,8 @@ def time_to_target(run: TrainRun, target: float) -> dict[str, float | None]:
 
 
 def train_throughput(config: Config, train: Split, batch_size: int, steps: int, repeats: int) -> dict:
-    """Times `train_step` on one batch of real images at `batch_size`, split over this process's devices as
-    bin/train splits it (one device: all of it on that one).
+    """Times `train_step` on one batch of real images at `batch_size`, split over this process's devices and
+    with the step options (augmentation, targets, per-device form) that bin/train uses there.
 
     Returns {"compile_seconds": first call minus one steady step, "images_per_second":
     spread(...) over `repeats` timings of `steps` steps each, "devices": how many}.
@@ -101,16 +101,16 @@ def train_throughput(config: Config, train: Split, batch_size: int, steps: int, 
     state = jax.device_put(create_train_state(config, jax.random.key(0)), parallel.replicated(mesh))
     batch = jax.device_put({"image": train.images[:batch_size], "label": train.labels[:batch_size]},
                            parallel.batch_sharding(mesh))
-    rng = jax.random.key(1)
+    rng, options = jax.random.key(1), StepOptions.of(config, mesh)
     started = time.perf_counter()
-    state, metrics = train_step(state, batch, rng)
+    state, metrics = train_step(state, batch, rng, options)
     jax.block_until_ready(metrics)
     first_call = time.perf_counter() - started
     rates = []
     for _ in range(repeats):
         started = time.perf_counter()
         for index in range(steps):
-            state, metrics = train_step(state, batch, rng)
+            state, metrics = train_step(state, batch, rng, options)
             if (index + 1) % HOST_SEGMENT == 0:  # as bin/train waits (see HOST_SEGMENT)
                 jax.block_until_ready(metrics)
         jax.block_until_ready(metrics)

@@ -74,7 +74,7 @@ class HostLoop:
         self._batch_sharding, self._replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         self._teachers = _replicate(teachers, self._replicated)
         self._batch_size, self._steps = config.train.batch_size, steps_per_epoch(config)
-        self._options = StepOptions.of(config)
+        self._options = StepOptions.of(config, mesh)
         self._order_epoch, self._order = None, None
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -107,7 +107,7 @@ class DeviceLoop:
         self._chunk = functools.partial(
             train_chunk, steps_in_epoch=steps_per_epoch(config), batch_size=config.train.batch_size,
             checkpoint_every=config.train.checkpoint_every, chunk_steps=config.train.chunk_steps,
-            batch_sharding=parallel.batch_sharding(mesh), options=StepOptions.of(config),
+            batch_sharding=parallel.batch_sharding(mesh), options=StepOptions.of(config, mesh),
         )
 
     def run(self, state: TrainState, step: int, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
