@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from conftest import run_python
 
 from mnist_jax import config as config_lib
 from mnist_jax.data import dataset
@@ -80,6 +81,44 @@ def test_host_and_device_loops_take_the_same_steps(splits, checkpoint_every, aug
     host, device = trained_variables(host_state), trained_variables(device_state)
     assert distance(device, host) < 1e-3 * distance(host, initial)
     assert host_losses[-1] < host_losses[0]
+
+
+def test_both_loop_forms_run_the_per_device_step_alike_on_two_devices(data_dir):
+    # BatchNorm groups of 8 rows, 16 rows per device: each device runs its share alone, inside the
+    # device loop's scan as in the host loop's steps.
+    result = run_python(f"""
+        import jax, numpy as np
+        from mnist_jax import config
+        from mnist_jax.data import dataset
+        from mnist_jax.training import parallel
+        from mnist_jax.training.loops import DeviceLoop, HostLoop, run_keys, segment_length
+        from mnist_jax.training.step import StepOptions, create_train_state, steps_per_epoch
+
+        cfg = config.get_preset("tiny").replace(model={{"norm": "batch", "norm_group": 8}}, data={{"train_size": 640}},
+                                                 train={{"batch_size": 32, "epochs": 2, "chunk_steps": 7,
+                                                         "checkpoint_every": 5}})
+        mesh, keys = parallel.data_mesh(), run_keys(0)
+        assert mesh.devices.size == 2 and StepOptions.of(cfg, mesh).per_device is mesh
+        train = dataset.split(dataset.load({str(data_dir)!r}), cfg.data).train
+        results = []
+        for form in (HostLoop, DeviceLoop):
+            loop, step, losses = form(cfg, train, keys, mesh), 0, []
+            state = jax.device_put(create_train_state(cfg, keys["init"]), parallel.replicated(mesh))
+            while step < 2 * steps_per_epoch(cfg):
+                count = segment_length(step, steps_per_epoch(cfg), cfg.train.checkpoint_every, loop.limit)
+                state, metrics = loop.run(state, step, count)
+                losses.extend(parallel.to_host(metrics["loss"]))
+                step += count
+            results.append((np.array(losses), jax.device_get((state.params, state.batch_stats))))
+        (host_losses, host), (device_losses, device) = results
+        np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(device), jax.tree.leaves(host), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        assert host_losses[-1] < host_losses[0]
+        print("alike", len(host_losses))
+    """, {"JAX_NUM_CPU_DEVICES": "2"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["alike", "40"]
 
 
 def trained_variables(state):
