@@ -13,7 +13,7 @@ from conftest import run_tool
 from mnist_jax.cli.advice import advice
 from mnist_jax.config import DataConfig
 from mnist_jax.data import dataset
-from mnist_jax.data.sources import MnistArrays, load_source, read_idx_dir
+from mnist_jax.data.sources import DataArrays, load_source, read_idx_dir
 from mnist_jax.errors import DamagedData, DataError
 
 
@@ -24,7 +24,7 @@ def write_idx(path, array):
     path.write_bytes(gzip.compress(data, compresslevel=1) if path.suffix == ".gz" else data)  # level 9: 13 s
 
 
-def write_idx_dir(directory, arrays: MnistArrays, gzipped=True):
+def write_idx_dir(directory, arrays: DataArrays, gzipped=True):
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gzipped else ""
     write_idx(directory / f"train-images-idx3-ubyte{suffix}", arrays.train_images[..., 0])
@@ -63,17 +63,17 @@ def test_tfds_reads_the_prepared_directory_with_its_own_mnist_builder(data_dir, 
 
 def test_registry_and_idx_sources_give_identical_arrays(tmp_path, data_dir):
     registry = load_source("registry", data_dir / "downloads" / "mnist")
-    gzipped = load_source("idx", tmp_path, idx_dir=write_idx_dir(tmp_path / "gz", registry))
+    gzipped = load_source("idx", tmp_path, files_dir=write_idx_dir(tmp_path / "gz", registry))
     raw = read_idx_dir(write_idx_dir(tmp_path / "raw", registry, gzipped=False))
     for arrays in (gzipped, raw):
-        for field in MnistArrays.__dataclass_fields__:
+        for field in DataArrays.__dataclass_fields__:
             np.testing.assert_array_equal(getattr(arrays, field), getattr(registry, field))
 
 
 def test_prepare_from_an_idx_directory_matches_the_registry_preparation(tmp_path, mnist):
     idx_dir = write_idx_dir(tmp_path / "idx", mnist)
     messages = []
-    assert dataset.prepare(tmp_path / "tfds", source="idx", idx_dir=idx_dir,
+    assert dataset.prepare(tmp_path / "tfds", source="idx", files_dir=idx_dir,
                            log=messages.append) == "idx"
     assert any("from the idx source" in m for m in messages)
     again = dataset.load(tmp_path / "tfds")
@@ -94,7 +94,7 @@ def test_auto_falls_back_when_the_canonical_download_is_unreachable(tmp_path, mo
 def test_verification_names_the_broken_invariant(mnist):
     labels = mnist.train_labels.copy()
     labels[0] = 3
-    broken = MnistArrays(mnist.train_images, labels, mnist.test_images, mnist.test_labels)
+    broken = DataArrays(mnist.train_images, labels, mnist.test_images, mnist.test_labels)
     with pytest.raises(DataError, match="failed its check of training label counts"):
         dataset.verify(broken)
 

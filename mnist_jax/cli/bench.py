@@ -135,18 +135,21 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
             "comparison": comparison}
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # the git checkout this mnist_jax runs from, when it is one
+
+
+def git(*words: str) -> subprocess.CompletedProcess:
+    """Runs `git WORDS` in this checkout; returns the finished process (text output)."""
+    return subprocess.run(["git", "-C", str(CHECKOUT), *words], capture_output=True, text=True)
+
+
 @contextlib.contextmanager
 def worktree(commit: str, path: Path):
     """Checks `commit` of this checkout out at `path` (a detached git worktree) for the block; yields
     (path, its full hash). Raises CommandError when this is no git checkout or it has no such commit."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*words: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(root), *words], capture_output=True, text=True)
-
     found = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
     if found.returncode != 0:
-        raise CommandError(f"--compare {commit}: no such commit in {root} (a git checkout is needed)")
+        raise CommandError(f"--compare {commit}: no such commit in {CHECKOUT} (a git checkout is needed)")
     full = found.stdout.strip()
     added = git("worktree", "add", "--detach", str(path), full)
     if added.returncode != 0:
@@ -166,8 +169,7 @@ def side_by_side(args: argparse.Namespace, config: config_lib.Config, overrides:
     from mnist_jax.evaluation import timing
     from mnist_jax.evaluation.figures import spread
 
-    this = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[2]), "rev-parse", "HEAD"],
-                          capture_output=True, text=True).stdout.strip() or "this checkout"
+    this = git("rev-parse", "HEAD").stdout.strip() or "this checkout"
     with worktree(args.compare, scratch / "compared") as (other, commit):
         # Keyed by role, not by commit: comparing a commit with itself keeps two sides.
         sources, labels = {"compared": other, "this": None}, {"compared": commit, "this": this}

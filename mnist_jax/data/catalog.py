@@ -86,6 +86,15 @@ class DatasetSpec:
         return self.classes == DIGITS
 
     @property
+    def noun(self) -> str:
+        """What bin/serve's page asks the user to draw: "digit", "letter", "item" or "character"."""
+        if self.is_digits:
+            return "digit"
+        if self.classes == LOWER:
+            return "letter"
+        return "item" if self.framing == ITEM else "character"
+
+    @property
     def stems(self) -> dict[str, str]:
         """The IDX file (without .gz) of each array: {"train_images": "train-images-idx3-ubyte", ...}."""
         prefix = f"emnist-{self.builder_config}-" if self.builder_name == "emnist" else ""

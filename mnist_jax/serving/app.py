@@ -159,16 +159,6 @@ def answer(digits: list[np.ndarray], probabilities: np.ndarray, name: str | None
     return fields
 
 
-def noun_of(data: str) -> str:
-    """What the page asks the user to draw for a model of data set `data`: digit, letter, item or character."""
-    spec = catalog.get(data)
-    if spec.is_digits:
-        return "digit"
-    if spec.classes == catalog.LOWER:
-        return "letter"
-    return "item" if spec.framing == catalog.ITEM else "character"
-
-
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -177,7 +167,7 @@ def create_app(queue: PredictQueue, info: dict[str, Any], limits: Limits = Limit
     """Returns the ASGI app answering through `queue` (started by the caller); `info` is /api/info's body
     (the server's limits are added to it), with the model's "data" set and its "classes"."""
     classes, framing = tuple(info["classes"]), framing_of(info["data"])
-    info = {**info, "noun": noun_of(info["data"])}
+    info = {**info, "noun": catalog.get(info["data"]).noun}
     page = resources.files("mnist_jax.serving") / "page"
     files = {path: (page.joinpath(name).read_bytes(), media_type) for path, (name, media_type) in PAGE_FILES.items()}
     # Preprocessing is CPU-bound Python and SciPy under one GIL, beside the event loop and the model: on 2
