@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast serve chromium fashion-mnist distilled data docs evaluation-figures augment-figure gallery \
+.PHONY: setup train test test-fast serve chromium fashion-mnist fonts distilled data docs evaluation-figures augment-figure gallery \
 	serve-screenshot fashion-gallery env-sizes clean
 
 setup: $(STAMP)
@@ -20,7 +20,7 @@ data: setup
 train: setup
 	bin/train $(ARGS)
 
-test: setup chromium fashion-mnist
+test: setup chromium fashion-mnist fonts
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The pure-function tier: small synthetic data, no MNIST to prepare, no training run.
@@ -43,6 +43,13 @@ fashion-mnist:
 	@[ -d /usr/share/datasets/fashion-mnist ] || { \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+
+# The rendering tests draw a digit in a handwriting font (one of renders.HANDWRITING_FONT_PACKAGES): Debian's
+# fonts-humor-sans, installed through apt when missing (as root, or with sudo).
+fonts:
+	@[ -d /usr/share/fonts/truetype/humor-sans ] || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq fonts-humor-sans >/dev/null; }
 
 # The strongest single-model recipe measured (99.69% mean over 3 seeds, see docs/experiments.md): three
 # teachers, then `accurate` distilled from them as they label each augmented batch. Every stage is a
