@@ -56,8 +56,6 @@ class DataArrays:
     test_labels: np.ndarray  # int64 (M,)
 
 
-
-
 def offered_sources(spec: DatasetSpec) -> tuple[str, ...]:
     """The sources `load_source` takes for `spec`: its own, and "idx" (the old name of "files") for MNIST."""
     return spec.sources + (("idx",) if spec.name == catalog.MNIST.name else ())

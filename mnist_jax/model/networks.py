@@ -22,7 +22,8 @@ class BatchNorm(nn.Module):
     Call with x (B, ..., C), B a multiple of `group_size`; returns x normalised, same shape, in `dtype`.
     A group that lies on one device is normalised there: data parallelism then needs no collective
     between the layers, only the gradients' (see docs/speed.md). The running statistics move towards
-    the groups' mean mean and variance.
+    the groups' statistics averaged over the groups. Named as flax's layer is, so that flax names the
+    layers BatchNorm_0, BatchNorm_1, ... as before: checkpoints and the ONNX export find them by name.
     """
 
     use_running_average: bool

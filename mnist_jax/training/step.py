@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from flax.training import train_state
 from jax.flatten_util import ravel_pytree
 from jax.sharding import PartitionSpec
-from flax.training import train_state
 
 from mnist_jax.config import AugmentConfig, Config, TrainConfig
 from mnist_jax.data.augment import augment as augment_images
@@ -227,6 +227,8 @@ def update(state: TrainState, batch: dict, rng: jax.Array, options: StepOptions 
         grads, batch_stats, metrics = gradients(state, images, batch, dropout_rng, options)
     else:
         rows, whole = PartitionSpec(parallel.DATA_AXIS), PartitionSpec()
+        # check_vma=False: with it, the gradient of each replicated BatchNorm scale gets an all-reduce of its
+        # own mid-backward, besides the one `gradients` makes (the results are the same).
         per_device = jax.shard_map(functools.partial(gradients, options=options, axis_name=parallel.DATA_AXIS),
                                    mesh=options.per_device, in_specs=(whole, rows, rows, whole), out_specs=whole,
                                    check_vma=False)
