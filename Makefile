@@ -31,25 +31,21 @@ test-fast: setup
 serve: setup
 	bin/serve --run $(RUN)
 
-# The browser tests drive Debian's Chromium: installed through apt when missing (as root, or with sudo).
+# Installs Debian package $(1) through apt (as root, or with sudo); the targets below call it only when it is missing.
+apt_install = sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(1) >/dev/null
+
+# The browser tests drive Debian's Chromium.
 chromium:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { $(call apt_install,chromium); }
 
-# The Fashion-MNIST tests prepare it from Debian's dataset-fashion-mnist package: installed through apt when
-# /usr/share/datasets/fashion-mnist is missing (as root, or with sudo).
+# The Fashion-MNIST tests prepare it from Debian's dataset-fashion-mnist package.
 fashion-mnist:
-	@[ -d /usr/share/datasets/fashion-mnist ] || { \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+	@[ -d /usr/share/datasets/fashion-mnist ] || { $(call apt_install,dataset-fashion-mnist); }
 
-# The rendering tests draw a digit in a handwriting font (one of renders.HANDWRITING_FONT_PACKAGES): Debian's
-# fonts-humor-sans, installed through apt when missing (as root, or with sudo).
+# The rendering tests draw a digit in a handwriting font (one of renders.HANDWRITING_FONT_PACKAGES).
 fonts:
-	@[ -d /usr/share/fonts/truetype/humor-sans ] || { \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq fonts-humor-sans >/dev/null; }
+	@[ -d /usr/share/fonts/truetype/humor-sans ] || { $(call apt_install,fonts-humor-sans); }
 
 # The strongest single-model recipe measured (99.69% mean over 3 seeds, see docs/experiments.md): three
 # teachers, then `accurate` distilled from them as they label each augmented batch. Every stage is a

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -87,12 +89,16 @@ def test_both_loop_forms_run_the_per_device_step_alike_on_two_devices(data_dir):
     # BatchNorm groups of 8 rows, 16 rows per device: each device runs its share alone, inside the
     # device loop's scan as in the host loop's steps.
     result = run_python(f"""
+        import sys
         import jax, numpy as np
         from mnist_jax import config
         from mnist_jax.data import dataset
         from mnist_jax.training import parallel
-        from mnist_jax.training.loops import DeviceLoop, HostLoop, run_keys, segment_length
+        from mnist_jax.training.loops import DeviceLoop, HostLoop, run_keys
         from mnist_jax.training.step import StepOptions, create_train_state, steps_per_epoch
+
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_loops import run_segments
 
         cfg = config.get_preset("tiny").replace(model={{"norm": "batch", "norm_group": 8}}, data={{"train_size": 640}},
                                                  train={{"batch_size": 32, "epochs": 2, "chunk_steps": 7,
@@ -102,14 +108,9 @@ def test_both_loop_forms_run_the_per_device_step_alike_on_two_devices(data_dir):
         train = dataset.split(dataset.load({str(data_dir)!r}), cfg.data).train
         results = []
         for form in (HostLoop, DeviceLoop):
-            loop, step, losses = form(cfg, train, keys, mesh), 0, []
             state = jax.device_put(create_train_state(cfg, keys["init"]), parallel.replicated(mesh))
-            while step < 2 * steps_per_epoch(cfg):
-                count = segment_length(step, steps_per_epoch(cfg), cfg.train.checkpoint_every, loop.limit)
-                state, metrics = loop.run(state, step, count)
-                losses.extend(parallel.to_host(metrics["loss"]))
-                step += count
-            results.append((np.array(losses), jax.device_get((state.params, state.batch_stats))))
+            state, losses = run_segments(form(cfg, train, keys, mesh), cfg, state, 2 * steps_per_epoch(cfg))
+            results.append((losses, jax.device_get((state.params, state.batch_stats))))
         (host_losses, host), (device_losses, device) = results
         np.testing.assert_allclose(device_losses, host_losses, rtol=1e-4, atol=1e-5)
         for a, b in zip(jax.tree.leaves(device), jax.tree.leaves(host), strict=True):
