@@ -12,7 +12,8 @@ FIGURES = [
     "process_seconds", "process_seconds_cold_cache", "val_target_from_start_seconds", "val_target_training_seconds",
     "test_target_from_start_seconds", "test_target_training_seconds", "test_accuracy_percent", "peak_rss_mib",
     "cores_busy", "predict_cold_start_seconds", "train_images_per_second_batch_8",
-    "train_images_per_second_batch_8_one_core", "core_scaling_batch_8", "compile_seconds_batch_8",
+    "train_images_per_second_batch_8_one_core", "core_scaling_batch_8", "devices_alone_images_per_second_batch_8",
+    "devices_alone_scaling_batch_8", "compile_seconds_batch_8",
     "eval_images_per_second",
 ]
 
@@ -56,18 +57,19 @@ def test_bench_takes_trains_overrides_and_rejects_a_bad_value_in_one_line():
     assert result.stderr.strip() == "error: invalid train.epochs=0: must be at least 1"
 
 
-def test_the_step_timing_on_two_cpu_devices_finishes_with_more_steps_than_xla_keeps_in_flight():
+def test_the_step_timings_on_two_cpu_devices_finish_with_more_steps_than_xla_keeps_in_flight():
     # XLA:CPU admits 32 computations in flight per device: 60 steps queued at once hung two devices' collectives.
     result = run_python("""
         import numpy as np
         from mnist_jax import config
         from mnist_jax.data.dataset import Split
-        from mnist_jax.evaluation.timing import train_throughput
+        from mnist_jax.evaluation.timing import devices_alone_throughput, train_throughput
 
         rng = np.random.default_rng(0)
         train = Split(rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 64).astype(np.int32))
-        result = train_throughput(config.get_preset("tiny"), train, batch_size=64, steps=60, repeats=2)
-        print(result["devices"], result["images_per_second"]["median"] > 0)
+        for timing in (train_throughput, devices_alone_throughput):
+            result = timing(config.get_preset("tiny"), train, batch_size=64, steps=60, repeats=2)
+            print(result["devices"], result["images_per_second"]["median"] > 0)
     """, {"JAX_NUM_CPU_DEVICES": "2"}, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["2", "True"]
+    assert result.stdout.split() == ["2", "True", "2", "True"]

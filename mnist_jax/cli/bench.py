@@ -117,13 +117,18 @@ def measure(args: argparse.Namespace, config: config_lib.Config, overrides: dict
         log(f"bench: train_step at batch {batch_size}, on every core and on core {first_core} alone")
         every = timing.throughput_process(config, data_dir, batch_size, args.steps, args.repeats)
         alone = timing.throughput_process(config, data_dir, batch_size, args.steps, args.repeats, cores=first_core)
+        bound = timing.throughput_process(config, data_dir, batch_size, args.steps, args.repeats, devices_alone=True)
+        cores, devices = parallel.usable_cores(), every["devices"]
         add(f"train_images_per_second_batch_{batch_size}",
-            f"train_step, batch {batch_size}, {parallel.usable_cores()} cores ({every['devices']} devices)", "img/s",
-            every["images_per_second"])
+            f"train_step, batch {batch_size}, {cores} cores ({devices} devices)", "img/s", every["images_per_second"])
         add(f"train_images_per_second_batch_{batch_size}_one_core", "  the same on 1 core", "img/s",
             alone["images_per_second"])
-        add(f"core_scaling_batch_{batch_size}", f"  {parallel.usable_cores()} cores over 1", "x",
+        add(f"core_scaling_batch_{batch_size}", f"  {cores} cores over 1", "x",
             timing.spread([every["images_per_second"]["median"] / alone["images_per_second"]["median"]]))
+        add(f"devices_alone_images_per_second_batch_{batch_size}",
+            f"  {devices} devices each alone, no collective", "img/s", bound["images_per_second"])
+        add(f"devices_alone_scaling_batch_{batch_size}", "  the bound over 1 core", "x",
+            timing.spread([bound["images_per_second"]["median"] / alone["images_per_second"]["median"]]))
         add(f"compile_seconds_batch_{batch_size}", f"  its compile, batch {batch_size}", "s",
             timing.spread([every["compile_seconds"]]))
     log("bench: evaluation")

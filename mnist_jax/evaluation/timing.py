@@ -98,34 +98,65 @@ def train_throughput(config: Config, train: Split, batch_size: int, steps: int, 
     """
     config = config.replace(train={"batch_size": batch_size})
     mesh = parallel.data_mesh()
-    state = jax.device_put(create_train_state(config, jax.random.key(0)), parallel.replicated(mesh))
-    batch = jax.device_put({"image": train.images[:batch_size], "label": train.labels[:batch_size]},
-                           parallel.batch_sharding(mesh))
-    rng, options = jax.random.key(1), StepOptions.of(config, mesh)
+    states = [jax.device_put(create_train_state(config, jax.random.key(0)), parallel.replicated(mesh))]
+    batches = [jax.device_put({"image": train.images[:batch_size], "label": train.labels[:batch_size]},
+                              parallel.batch_sharding(mesh))]
+    return {**_time_steps(states, batches, StepOptions.of(config, mesh), steps, repeats, batch_size),
+            "devices": mesh.devices.size}
+
+
+def devices_alone_throughput(config: Config, train: Split, batch_size: int, steps: int, repeats: int) -> dict:
+    """Times every device of this process training a state of its own on its share of a batch of `batch_size`
+    rows, none waiting for another: what the devices reach with no collective, so the bound on
+    `train_throughput`'s images/s here (the cost of its collectives is the difference). Returns the same.
+
+    BatchNorm groups that do not fit in a share are taken to be the share: statistics need no other device.
+    """
+    devices = jax.devices()
+    share = batch_size // len(devices)
+    group = config.model.norm_group if share % max(config.model.norm_group, 1) == 0 else 0
+    config = config.replace(train={"batch_size": share}, model={"norm_group": group})
+    states = [jax.device_put(create_train_state(config, jax.random.key(0)), device) for device in devices]
+    batches = [jax.device_put({"image": train.images[:share], "label": train.labels[:share]}, device)
+               for device in devices]
+    return {**_time_steps(states, batches, StepOptions.of(config), steps, repeats, share * len(devices)),
+            "devices": len(devices)}
+
+
+def _time_steps(states: list, batches: list[dict], options: StepOptions, steps: int, repeats: int,
+                images_per_step: int) -> dict:
+    """Steps each state on its batch, all in turn, `steps` times per repeat; returns {"compile_seconds",
+    "images_per_second"} as `train_throughput` describes them."""
+    key = jax.random.key(1)
+
+    def run(count: int) -> None:
+        for index in range(count):
+            metrics = []
+            for i, batch in enumerate(batches):
+                states[i], step_metrics = train_step(states[i], batch, key, options)
+                metrics.append(step_metrics)
+            if (index + 1) % HOST_SEGMENT == 0 or index + 1 == count:  # as bin/train waits (see HOST_SEGMENT)
+                jax.block_until_ready(metrics)
+
     started = time.perf_counter()
-    state, metrics = train_step(state, batch, rng, options)
-    jax.block_until_ready(metrics)
+    run(1)
     first_call = time.perf_counter() - started
     rates = []
     for _ in range(repeats):
         started = time.perf_counter()
-        for index in range(steps):
-            state, metrics = train_step(state, batch, rng, options)
-            if (index + 1) % HOST_SEGMENT == 0:  # as bin/train waits (see HOST_SEGMENT)
-                jax.block_until_ready(metrics)
-        jax.block_until_ready(metrics)
-        rates.append(steps * batch_size / (time.perf_counter() - started))
-    step_seconds = batch_size / statistics.median(rates)
-    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": spread(rates),
-            "devices": mesh.devices.size}
+        run(steps)
+        rates.append(steps * images_per_step / (time.perf_counter() - started))
+    step_seconds = images_per_step / statistics.median(rates)
+    return {"compile_seconds": max(first_call - step_seconds, 0.0), "images_per_second": spread(rates)}
 
 
 def throughput_process(config: Config, data_dir: Path, batch_size: int, steps: int, repeats: int,
-                       cores: str | None = None) -> dict:
-    """`train_throughput` in a fresh process with as many CPU devices as bin/train would choose there, on
-    every core this process may use, or pinned with taskset to `cores` ("0": the first core alone)."""
+                       cores: str | None = None, devices_alone: bool = False) -> dict:
+    """`train_throughput` (or with `devices_alone`, `devices_alone_throughput`) in a fresh process with as many
+    CPU devices as bin/train would choose there, on every core this process may use, or pinned with taskset
+    to `cores` ("0": the first core alone)."""
     request = {"config": to_dict(config), "data_dir": str(data_dir), "batch_size": batch_size, "steps": steps,
-               "repeats": repeats}
+               "repeats": repeats, "devices_alone": devices_alone}
     command = [sys.executable, "-m", "mnist_jax.evaluation.timing", json.dumps(request)]
     result = subprocess.run((["taskset", "-c", cores] if cores else []) + command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -142,7 +173,8 @@ def _throughput_worker(request: dict) -> dict:
                                                         parallel.Cluster(), parallel.usable_cores()))
     spec = config.data.spec
     train = dataset.split(dataset.load(Path(request["data_dir"]), spec=spec), config.data).train
-    return train_throughput(config, train, request["batch_size"], request["steps"], request["repeats"])
+    timing = devices_alone_throughput if request["devices_alone"] else train_throughput
+    return timing(config, train, request["batch_size"], request["steps"], request["repeats"])
 
 
 def eval_throughput(config: Config, split: Split, repeats: int) -> dict:
