@@ -1,5 +1,6 @@
 """Preprocessing of inputs that fooled it once: ink reaching the border, no noise, two grey levels,
-coarse enlarged scans, markers, form cells. Small synthetic images with a known answer, no MNIST."""
+coarse enlarged scans, markers, form cells, a page photographed with the desk showing. Small synthetic
+images with a known answer, no MNIST."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from mnist_jax.inference.preprocess import (
     digit_ink,
     ink_mask,
     normalise_strokes,
+    rectangularity,
     restore_resolution,
     ruled_lines,
+    sheet_mask,
     stroke_width,
     to_ink,
     to_mnist,
@@ -135,3 +138,48 @@ def test_a_hairline_joined_to_a_stroke_stays_in_the_mask_and_a_faint_stray_one_d
     mask = ink_mask(ink)
     assert mask[10:70, 20:28].all() and mask[10:70, 60].all() and mask[10, 30:58].all()
     assert not mask[75].any()
+
+
+def on_desk(page: np.ndarray, margins: tuple[int, int, int, int], degrees: float = 0.0) -> np.ndarray:
+    """`page` (h, w) lying on a dark, grained desk that shows `margins` px beyond its (top, bottom, left,
+    right) edges, the page turned by `degrees`."""
+    (height, width), (top, bottom, left, right) = page.shape, margins
+    shape = (height + top + bottom, width + left + right)
+    sheet, placed = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    sheet[top : top + height, left : left + width], placed[top : top + height, left : left + width] = 1.0, page
+    if degrees:
+        sheet, placed = (ndimage.rotate(a, degrees, reshape=False, order=1) for a in (sheet, placed))
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    desk = 0.3 + 0.05 * np.sin(x / 5 + y / 40) + np.random.default_rng(0).normal(0, 0.02, shape)
+    return (sheet * placed + (1 - sheet) * desk).astype(np.float32)
+
+
+PAGE = 0.9 - 0.8 * seven((150, 120), width=7)
+
+
+@pytest.mark.parametrize("margins, degrees", [((0, 0, 40, 0), 0.0), ((0, 35, 30, 0), 0.0), ((30, 30, 30, 30), 6.0)])
+def test_a_page_photographed_on_a_desk_reads_as_the_page_alone(margins, degrees):
+    photo = on_desk(PAGE, margins, degrees)
+    alone = ndimage.rotate(PAGE, degrees, reshape=False, order=1, mode="nearest")  # the same seven, turned alike
+    assert sheet_mask(photo) is not None
+    assert correlation(to_mnist(photo), to_mnist(alone)) > 0.9  # the seven, not the desk's edge
+
+
+def test_pages_with_no_desk_in_view_are_left_whole():
+    y, x = np.mgrid[0:150, 0:120] / 150
+    shadowed = PAGE * (1.0 - 0.4 * x) * (1.0 - 0.2 / (1 + np.exp(-(y - 0.5) * 12)))  # light falling off, a soft shadow
+    cell = PAGE.copy()
+    cell[[6, 7, -8, -7], :] = cell[:, [6, 7, -8, -7]] = 0.2  # a form's cell around the digit
+    marker = 0.95 - 0.9 * ring((90, 70), width=18)
+    for page in (PAGE, shadowed.astype(np.float32), cell, marker):
+        assert sheet_mask(page) is None
+
+
+def test_rectangularity_is_one_for_a_rectangle_at_any_angle_and_lower_for_rounder_shapes():
+    box = np.zeros((120, 160), bool)
+    box[20:100, 30:130] = True
+    turned = ndimage.rotate(box.astype(np.float32), 25, reshape=False, order=1) > 0.5
+    disc = drawn((120, 160), lambda d, s: d.ellipse([10 * s, 10 * s, 150 * s, 110 * s], fill=255)) > 0.5
+    assert rectangularity(box) == 1.0
+    assert rectangularity(turned) > 0.97
+    assert rectangularity(disc) == pytest.approx(np.pi / 4, abs=0.02)

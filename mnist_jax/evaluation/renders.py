@@ -226,6 +226,26 @@ def render_phone_photo(digit, rng):
     return encode(to_image(page), "JPEG", quality=int(rng.integers(40, 80)))
 
 
+def render_desk(digit, rng):
+    """A phone photo of the page lying on a desk: the desk (darker, grained) showing beyond one to four of
+    the page's edges, 8-30% of its size on each, the page turned by up to 8 degrees, uneven light, JPEG."""
+    page = on_paper(random_canvas(pen_coverage(digit, rng.uniform(3, 6)), rng, 2.0, 3.0), *_paper_and_ink(rng))
+    height, width = page.shape
+    margins = np.round(rng.uniform(0.08, 0.3, size=4) * [height, height, width, width]).astype(int)
+    margins[rng.choice(4, size=int(rng.integers(0, 4)), replace=False)] = 0  # top, bottom, left, right
+    shape = (height + margins[0] + margins[1], width + margins[2] + margins[3])
+    inside = (slice(margins[0], margins[0] + height), slice(margins[2], margins[2] + width))
+    sheet, placed = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    sheet[inside], placed[inside] = 1.0, page
+    angle = rng.uniform(-8, 8)
+    sheet, placed = (ndimage.rotate(a, angle, reshape=False, order=1, mode="nearest") for a in (sheet, placed))
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    grain = np.sin(x / rng.uniform(3, 9) + y / rng.uniform(20, 60) + rng.uniform(0, 2 * np.pi))
+    desk = rng.uniform(0.1, 0.5) + 0.05 * grain + rng.normal(0, 0.02, shape)
+    photo = (sheet * placed + (1 - sheet) * desk) * lighting(shape, rng)
+    return encode(to_image(photo), "JPEG", quality=int(rng.integers(60, 91)))
+
+
 def _upscale(image: Image.Image, side: int, nearest: bool) -> Image.Image:
     """Enlarges `image` so its longer side is `side`, with nearest-neighbour or bilinear filtering."""
     scale = side / max(image.size)
@@ -301,7 +321,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
     "colour": render_colour, "transparent": render_transparent, "exif-rotated": render_exif_rotated,
     "phone-photo": render_phone_photo, "coarse-8": render_coarse(8), "coarse-12": render_coarse(12),
     "coarse-16": render_coarse(16), "two-level": render_two_level, "thick-frame": render_thick_frame,
-    "form-cell": render_form_cell,
+    "form-cell": render_form_cell, "desk": render_desk,
 }
 
 

@@ -5,6 +5,7 @@ numpy functions, each usable alone:
 
     gray (H, W) in [0, 1], any polarity, uneven light, noise
       -> restore_resolution  a coarse (blocky or bilinear) enlargement made smooth, small images enlarged
+      -> without_surroundings a photographed sheet cropped out of the desk around it
       -> to_ink              background surface removed, polarity detected: ink 1, paper 0
       -> ink_mask            Otsu threshold; ruled lines (ruled_lines) and specks (remove_specks) dropped
       -> crop_to_mask        the ink inside the digit's bounding box
@@ -24,7 +25,7 @@ from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 from mnist_jax.errors import ImageTooLarge, NoInk, NotAnImage
 from mnist_jax.inference.files import MAX_PIXELS
@@ -50,6 +51,12 @@ LINE_THINNESS = 0.75  # ... when thinner than this share of the digit's stroke w
 LINE_WIDTH = 0.05  # ... and than this share of the image's longer side
 LINE_CROSSING = 9  # px: a stroke crossing a line is kept across gaps up to this long
 DETAIL = 4  # stroke width is adjusted with the digit drawn DETAIL times larger than the 20-px box
+SHEET_GRID = 128  # px: the longer side of the copy a sheet is looked for on
+SHEET_SHARE = 0.4  # a sheet covers at least this share of the photo ...
+SHEET_RECTANGULARITY = 0.85  # ... fills this share of a rectangle around it (a page, not a marker digit's blob) ...
+SHEET_STROKES = 0.25  # ... holds a digit whose strokes are this thin beside its depth (not a marker digit's loops) ...
+SURROUNDINGS_DEPTH = 0.03  # ... and what lies around it is this deep at the border (of the shorter side): a desk, not a line
+SHEET_EDGE = 0.5  # ... and changes to it at the sheet's edge by at least this share of their contrast: not a shadow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +232,82 @@ def restore_resolution(gray: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray
         scale = min_side / max(height, width)
         image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC)
     return np.clip(np.asarray(image), 0.0, 1.0)
+
+
+def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
+    """Finds the sheet in a photo that shows what lies around it (a desk, a table's edge): bool (H, W),
+    the sheet with the digit, or None when the whole image is the sheet (or no sheet stands out).
+
+    On a copy shrunk to SHEET_GRID px and lightly smoothed, split in two by Otsu's threshold, the sheet
+    is the larger class's largest component, its holes filled. It must cover SHEET_SHARE of the image,
+    be nearly a rectangle at some angle (SHEET_RECTANGULARITY: a page, seen at a slant too, not the
+    paper between a marker digit's strokes nor a marker digit's blob), hold the digit (some of the
+    other class lies in its holes, in strokes thin beside the paper's depth: SHEET_STROKES), and leave
+    surroundings of the other class SURROUNDINGS_DEPTH deep at the image's border (ruled lines and form
+    cells are thinner), contrasting with it beyond noise and MIN_CONTRAST, across an edge that keeps
+    SHEET_EDGE of that contrast within a few pixels (light falling off across a page, or a soft
+    shadow, changes slowly).
+    """
+    height, width = gray.shape
+    scale = min(1.0, SHEET_GRID / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = ndimage.gaussian_filter(
+        np.asarray(Image.fromarray(gray.astype(np.float32)).resize(size, Image.Resampling.BOX)), 1.0)
+    dark = small < otsu_threshold(small)
+    shorter, least_contrast = min(small.shape), max(NOISE_SIGMAS * noise_sigma(gray), MIN_CONTRAST)
+    for cls in sorted((dark, ~dark), key=lambda mask: -int(mask.sum())):
+        labels, count = ndimage.label(cls)
+        if count == 0:
+            continue
+        largest = labels == 1 + int(np.argmax(ndimage.sum_labels(cls, labels, range(1, count + 1))))
+        sheet = ndimage.binary_fill_holes(largest)
+        digit, around = sheet & ~cls, ~sheet & ~cls
+        if largest.mean() < SHEET_SHARE or not digit.any() or rectangularity(sheet) < SHEET_RECTANGULARITY:
+            continue
+        if (ndimage.distance_transform_edt(digit)[digit].mean()
+                > SHEET_STROKES * ndimage.distance_transform_edt(largest)[largest].mean()
+                or border(ndimage.distance_transform_edt(around)).max() < max(2.0, SURROUNDINGS_DEPTH * shorter)):
+            continue
+        inner = largest & ndimage.binary_dilation(around, iterations=3)
+        outer = around & ndimage.binary_dilation(largest, iterations=3)
+        contrast = abs(float(np.median(small[largest])) - float(np.median(small[around])))
+        step = abs(float(np.median(small[inner])) - float(np.median(small[outer]))) if inner.any() else 0.0
+        if contrast < least_contrast or step < SHEET_EDGE * contrast:
+            continue
+        full = Image.fromarray(sheet.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(full) > 0.5
+    return None
+
+
+def rectangularity(mask: np.ndarray) -> float:
+    """The share of its smallest enclosing rectangle, at any angle, that bool `mask` (H, W) covers: 1 for a
+    rectangle, about 0.79 for an ellipse. That rectangle has a side along one of the convex hull's edges."""
+    points = np.argwhere(mask).astype(np.float64)
+    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+        return 1.0
+    hull = points[spatial.ConvexHull(points).vertices]
+    angles = np.arctan2(*np.diff(np.vstack([hull, hull[:1]]), axis=0).T)  # each edge's, from its (dy, dx)
+    cos, sin = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    along, across = hull[:, 0] * cos - hull[:, 1] * sin, hull[:, 0] * sin + hull[:, 1] * cos  # (edges, vertices)
+    areas = (np.ptp(along, axis=1) + 1) * (np.ptp(across, axis=1) + 1)  # + 1: pixels, not their centres
+    return min(1.0, len(points) / float(areas.min()))
+
+
+def without_surroundings(gray: np.ndarray) -> np.ndarray:
+    """Returns `gray` (H, W) cropped to the sheet `sheet_mask` finds, whatever of the surroundings is
+    left in that box painted with the nearest of the sheet's pixels (a few pixels in from its edge,
+    which blends into the desk); `gray` itself when there are no surroundings."""
+    sheet = sheet_mask(gray)
+    if sheet is None:
+        return gray
+    rows, cols = np.flatnonzero(sheet.any(axis=1)), np.flatnonzero(sheet.any(axis=0))
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    gray, sheet = gray[box], sheet[box]
+    inside = ndimage.binary_erosion(sheet, iterations=max(2, round(0.01 * max(gray.shape))))
+    if not inside.any():
+        return gray
+    nearest = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    return np.where(inside, gray, gray[nearest[0], nearest[1]])
 
 
 def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -468,8 +551,9 @@ def crop_to_mnist(crop: np.ndarray, framing: Framing = DIGIT_FRAMING) -> np.ndar
 
 def digit_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Returns the ink map (H', W') and the mask of the digits' ink in greyscale (H, W), at the working
-    resolution (see `restore_resolution`), ruled lines and specks removed."""
-    ink = to_ink(restore_resolution(gray))
+    resolution (see `restore_resolution`) and cropped to the sheet in a photo that shows the desk around
+    it (see `without_surroundings`), ruled lines and specks removed."""
+    ink = to_ink(without_surroundings(restore_resolution(gray)))
     mask = ink_mask(ink)
     lines = ruled_lines(mask)
     if lines.any():
