@@ -171,7 +171,8 @@ def test_pages_with_no_desk_in_view_are_left_whole():
     cell = PAGE.copy()
     cell[[6, 7, -8, -7], :] = cell[:, [6, 7, -8, -7]] = 0.2  # a form's cell around the digit
     marker = 0.95 - 0.9 * ring((90, 70), width=18)
-    for page in (PAGE, shadowed.astype(np.float32), cell, marker):
+    row = 0.9 - 0.8 * np.hstack([seven((150, 120), 9, offset=(-30, 0)), seven((150, 120), 7)])  # one reaches the top
+    for page in (PAGE, shadowed.astype(np.float32), cell, marker, row):
         assert sheet_mask(page) is None
 
 

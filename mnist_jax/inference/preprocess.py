@@ -56,6 +56,7 @@ SHEET_SHARE = 0.4  # a sheet covers at least this share of the photo ...
 SHEET_RECTANGULARITY = 0.85  # ... fills this share of a rectangle around it (a page, not a marker digit's blob) ...
 SHEET_STROKES = 0.25  # ... holds a digit whose strokes are this thin beside its depth (not a marker digit's loops) ...
 SURROUNDINGS_DEPTH = 0.03  # ... and what lies around it is this deep at the border (of the shorter side): a desk, not a line
+SURROUNDINGS_INSIDE = 0.2  # ... at most this share of it inside the sheet's outline (not a digit reaching the border) ...
 SHEET_EDGE = 0.5  # ... and changes to it at the sheet's edge by at least this share of their contrast: not a shadow
 
 
@@ -243,8 +244,9 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     be nearly a rectangle at some angle (SHEET_RECTANGULARITY: a page, seen at a slant too, not the
     paper between a marker digit's strokes nor a marker digit's blob), hold the digit (some of the
     other class lies in its holes, in strokes thin beside the paper's depth: SHEET_STROKES), and leave
-    surroundings of the other class SURROUNDINGS_DEPTH deep at the image's border (ruled lines and form
-    cells are thinner), contrasting with it beyond noise and MIN_CONTRAST, across an edge that keeps
+    surroundings of the other class outside its outline (SURROUNDINGS_INSIDE: not a digit's stroke that
+    reaches the image's border) and SURROUNDINGS_DEPTH deep at that border (ruled lines and form cells
+    are thinner), contrasting with it beyond noise and MIN_CONTRAST, across an edge that keeps
     SHEET_EDGE of that contrast within a few pixels (light falling off across a page, or a soft
     shadow, changes slowly).
     """
@@ -264,6 +266,8 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
         digit, around = sheet & ~cls, ~sheet & ~cls
         if largest.mean() < SHEET_SHARE or not digit.any() or rectangularity(sheet) < SHEET_RECTANGULARITY:
             continue
+        if (around & convex_hull(sheet)).sum() > SURROUNDINGS_INSIDE * around.sum():  # ink reaching the border
+            continue
         if (ndimage.distance_transform_edt(digit)[digit].mean()
                 > SHEET_STROKES * ndimage.distance_transform_edt(largest)[largest].mean()
                 or border(ndimage.distance_transform_edt(around)).max() < max(2.0, SURROUNDINGS_DEPTH * shorter)):
@@ -277,6 +281,15 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
         full = Image.fromarray(sheet.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(full) > 0.5
     return None
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels inside the convex hull of bool `mask` (H, W) (`mask` itself when flat)."""
+    points = np.argwhere(mask)
+    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+        return mask
+    hull = spatial.Delaunay(points[spatial.ConvexHull(points).vertices])
+    return (hull.find_simplex(np.indices(mask.shape).reshape(2, -1).T) >= 0).reshape(mask.shape)
 
 
 def rectangularity(mask: np.ndarray) -> float:
