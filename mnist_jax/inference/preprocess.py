@@ -283,27 +283,34 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _hull_corners(mask: np.ndarray) -> np.ndarray | None:
+    """The (row, col) corners (K, 2) of the convex hull of bool `mask`'s pixels; None when they lie on a line."""
+    points = np.argwhere(mask).astype(np.float64)
+    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+        return None
+    return points[spatial.ConvexHull(points).vertices]
+
+
 def convex_hull(mask: np.ndarray) -> np.ndarray:
     """bool (H, W): the pixels inside the convex hull of bool `mask` (H, W) (`mask` itself when flat)."""
-    points = np.argwhere(mask)
-    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+    corners = _hull_corners(mask)
+    if corners is None:
         return mask
-    hull = spatial.Delaunay(points[spatial.ConvexHull(points).vertices])
-    return (hull.find_simplex(np.indices(mask.shape).reshape(2, -1).T) >= 0).reshape(mask.shape)
+    inside = spatial.Delaunay(corners).find_simplex(np.indices(mask.shape).reshape(2, -1).T) >= 0
+    return inside.reshape(mask.shape)
 
 
 def rectangularity(mask: np.ndarray) -> float:
     """The share of its smallest enclosing rectangle, at any angle, that bool `mask` (H, W) covers: 1 for a
     rectangle, about 0.79 for an ellipse. That rectangle has a side along one of the convex hull's edges."""
-    points = np.argwhere(mask).astype(np.float64)
-    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+    hull = _hull_corners(mask)
+    if hull is None:
         return 1.0
-    hull = points[spatial.ConvexHull(points).vertices]
     angles = np.arctan2(*np.diff(np.vstack([hull, hull[:1]]), axis=0).T)  # each edge's, from its (dy, dx)
     cos, sin = np.cos(angles)[:, None], np.sin(angles)[:, None]
     along, across = hull[:, 0] * cos - hull[:, 1] * sin, hull[:, 0] * sin + hull[:, 1] * cos  # (edges, vertices)
     areas = (np.ptp(along, axis=1) + 1) * (np.ptp(across, axis=1) + 1)  # + 1: pixels, not their centres
-    return min(1.0, len(points) / float(areas.min()))
+    return min(1.0, int(mask.sum()) / float(areas.min()))
 
 
 def without_surroundings(gray: np.ndarray) -> np.ndarray:
